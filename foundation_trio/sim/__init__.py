@@ -1,0 +1,1 @@
+"""Deterministic discrete-event simulator for the sans-IO protocol cores."""
