@@ -1,0 +1,79 @@
+"""Strict structuring of user options into attrs classes, with errors that name the field.
+
+cattrs on its own coerces (``int("5")``); user-facing options should not, so
+the converter here checks scalar types exactly and reports every problem with
+its path, the expected type and the allowed options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from attrs import AttrsInstance
+from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
+
+from .runtime.errors import ConfigError
+
+T = TypeVar("T", bound=AttrsInstance)
+
+
+def _exact(kind: type[Any], *also: type[Any]) -> Any:
+    accepted = (kind, *also)
+
+    def structure(value: object, _: type[Any]) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {kind.__name__}, got a bool")
+        if not isinstance(value, accepted):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return kind(value) if kind is float else value
+
+    return structure
+
+
+def make_converter() -> cattrs.Converter:
+    """A converter that refuses unknown keys and does not coerce scalars."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(int, _exact(int))
+    converter.register_structure_hook(float, _exact(float, int))
+    converter.register_structure_hook(str, _exact(str))
+    converter.register_structure_hook(bool, _exact(bool))
+    return converter
+
+
+converter = make_converter()
+
+
+def _messages(error: BaseException, path: str) -> list[str]:
+    """Flatten a cattrs error tree into one line per problem, each with its path."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        prefix = f"{path}: " if path else ""
+        return [f"{prefix}unknown option {key!r}" for key in sorted(error.extra_fields)]
+    if isinstance(error, ClassValidationError):
+        found: list[str] = []
+        for sub in error.exceptions:
+            notes = getattr(sub, "__notes__", [])
+            name = next((n.name for n in notes if isinstance(n, AttributeValidationNote)), "")
+            sub_path = f"{path}.{name}" if path and name else (name or path)
+            found.extend(_messages(sub, sub_path))
+        return found
+    if isinstance(error, KeyError):
+        return [f"{path}: required option {error.args[0]!r} is missing"]
+    return [f"{path}: {error}" if path else str(error)]
+
+
+def structure_options(cls: type[T], options: Mapping[str, Any], what: str) -> T:
+    """Build ``cls`` from ``options`` or raise :class:`ConfigError` naming every problem.
+
+    ``what`` names the thing being configured, e.g. ``"open_node()"``.
+    """
+    allowed = ", ".join(f.name for f in attrs.fields(cls) if f.init)
+    try:
+        return converter.structure(dict(options), cls)
+    except (ClassValidationError, ForbiddenExtraKeysError) as error:
+        problems = "; ".join(_messages(error, ""))
+        raise ConfigError(f"{what}: {problems} (allowed options: {allowed})") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{what}: {error} (allowed options: {allowed})") from None

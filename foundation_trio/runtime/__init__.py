@@ -1,0 +1,1 @@
+"""The local OTP core: processes, GenServer, supervisors, registries and the node."""

@@ -1,0 +1,126 @@
+"""The runtime's exceptions. Each message says what happened and what to do."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .pid import ExitReason, Pid
+
+
+class FoundationError(Exception):
+    """Base class of every error foundation_trio raises on purpose."""
+
+
+class NoNodeError(FoundationError, RuntimeError):
+    """A runtime call was made outside a node."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} needs a running foundation_trio node: call it inside "
+            "`async with foundation_trio.open_node(...)`, or in a process started there"
+        )
+
+
+class NoProcess(FoundationError, LookupError):
+    """The target names no live process."""
+
+    def __init__(self, target: object) -> None:
+        super().__init__(f"no process is registered or alive as {target!s}")
+        self.target = target
+
+
+class MailboxFull(FoundationError):
+    """``send_nowait`` found the target's mailbox at capacity."""
+
+    def __init__(self, pid: Pid, capacity: int) -> None:
+        super().__init__(
+            f"mailbox of {pid} is full ({capacity} messages); use `await send(...)` "
+            "to wait for room, or give the process a larger `mailbox_size`"
+        )
+        self.pid = pid
+        self.capacity = capacity
+
+
+class ReceiveTimeout(FoundationError, TimeoutError):
+    """``receive`` found no matching message within its timeout."""
+
+
+class CallTimeout(FoundationError, TimeoutError):
+    """A ``call`` got no reply within its timeout. The server may still be working."""
+
+    def __init__(self, target: object, timeout: float) -> None:
+        super().__init__(f"call to {target!s} got no reply within {timeout} s")
+        self.target = target
+        self.timeout = timeout
+
+
+class ServerExited(FoundationError):
+    """The server of a ``call`` ended before it replied. ``reason`` is its exit reason."""
+
+    def __init__(self, pid: Pid, reason: ExitReason) -> None:
+        super().__init__(f"server {pid} exited before replying: {reason!r}")
+        self.pid = pid
+        self.reason = reason
+
+
+class CallToSelf(FoundationError):
+    """A process called itself; it would wait for its own reply forever."""
+
+
+class AlreadyStarted(FoundationError):
+    """A name is taken. ``pid`` is the process that holds it."""
+
+    def __init__(self, name: object, pid: Pid) -> None:
+        super().__init__(f"name {name!r} is already registered to {pid}")
+        self.name = name
+        self.pid = pid
+
+
+class ExitSignal(FoundationError):
+    """The node's body was ended by an exit signal from a linked process or ``exit()``."""
+
+    def __init__(self, pid: Pid, reason: ExitReason) -> None:
+        super().__init__(f"ended by an exit signal from {pid}: {reason!r}")
+        self.pid = pid
+        self.reason = reason
+
+
+class InvalidChildSpec(FoundationError, ValueError):
+    """A child or supervisor spec is malformed. Names the child and the field."""
+
+    def __init__(self, child_id: object, field: str, problem: str) -> None:
+        super().__init__(f"child {child_id!r}: {field}: {problem}")
+        self.child_id = child_id
+        self.field = field
+
+
+class StartError(FoundationError):
+    """A process failed to start: its ``init`` (or its start-up) raised or it exited.
+
+    ``reason`` is the exit reason; when it is an exception it is also the ``__cause__``.
+    """
+
+    def __init__(self, what: str, reason: ExitReason) -> None:
+        super().__init__(f"{what} failed to start: {reason!r}")
+        self.reason = reason
+
+
+class SupervisorError(FoundationError):
+    """A supervisor management call could not be carried out."""
+
+
+class NoSuchChild(SupervisorError, LookupError):
+    """The supervisor has no child with that id or pid."""
+
+
+class ChildRunning(SupervisorError):
+    """The child is running; terminate it first."""
+
+
+class TooManyChildren(SupervisorError):
+    """A DynamicSupervisor already runs ``max_children`` children."""
+
+
+class ConfigError(FoundationError, ValueError):
+    """An option is missing, unknown or of the wrong type. The message names it."""

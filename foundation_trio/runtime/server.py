@@ -1,0 +1,356 @@
+"""GenServer: a process that serves calls, casts and other messages one at a time.
+
+Subclass :class:`GenServer` and override the ``async`` callbacks you need::
+
+    class Counter(GenServer):
+        async def init(self, start: int = 0) -> None:
+            self.count = start
+
+        async def handle_call(self, request, caller):
+            if request == "get":
+                return self.count
+
+A server handles one message at a time, in arrival order, and drains its
+mailbox without yielding between messages (it still yields every
+``BATCH_SIZE`` messages so that it never starves other tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, ClassVar, Final
+
+import outcome
+import trio
+from trio.lowlevel import (
+    Abort,
+    Task,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+from .errors import CallTimeout, CallToSelf, NoProcess, ServerExited
+from .mailbox import is_nothing
+from .pid import NORMAL, ExitReason, Pid
+from .process import Body, Process, Target, _StartGate, current_process, deliver, run_process
+
+logger = logging.getLogger("foundation_trio.server")
+
+DEFAULT_CALL_TIMEOUT: Final = 5.0
+"""Seconds :func:`call` waits for a reply unless told otherwise."""
+
+INFINITY: Final = math.inf
+"""No time limit: as a call timeout, or as a child's shutdown time."""
+
+BATCH_SIZE: Final = 64
+"""Messages a server handles back to back before it yields to other tasks."""
+
+
+class _NoReply:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOREPLY"
+
+
+NOREPLY: Final = _NoReply()
+"""Returned by ``handle_call`` to reply later with :func:`reply`."""
+
+
+class Caller:
+    """Who is waiting for a reply: passed to ``handle_call``, used by :func:`reply`.
+
+    ``pid`` is the calling process. A caller gets at most one reply; replies after
+    the first, and replies after the caller gave up (timeout or cancellation),
+    are dropped.
+    """
+
+    __slots__ = ("_server", "_task", "pid")
+
+    def __init__(self, server: Process, pid: Pid) -> None:
+        self._server = server
+        self._task: Task | None = None
+        self.pid = pid
+
+    def __repr__(self) -> str:
+        return f"<Caller {self.pid}>"
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the caller still waits for its reply."""
+        return self._task is not None
+
+    def reply(self, value: object) -> bool:
+        """Wake the caller with ``value``. Returns False if it no longer waits."""
+        return self._finish(outcome.Value(value))
+
+    def fail_server_exited(self, server: Pid, reason: ExitReason) -> None:
+        self._finish(outcome.Error(ServerExited(server, reason)))
+
+    def _finish(self, result: outcome.Outcome[object]) -> bool:
+        task = self._task
+        if task is None:
+            return False
+        self._task = None
+        open_calls = self._server.open_calls
+        if open_calls is not None:
+            open_calls.discard(self)
+        reschedule(task, result)
+        return True
+
+    def _abort(self, _: Any) -> Abort:
+        self._task = None
+        if self._server.open_calls is not None:
+            self._server.open_calls.discard(self)
+        return Abort.SUCCEEDED
+
+    async def _wait(self, target: Target, timeout: float) -> Any:
+        self._task = current_task()
+        server = self._server
+        if server.open_calls is None:
+            server.open_calls = set()
+        server.open_calls.add(self)
+        if timeout == math.inf:
+            return await wait_task_rescheduled(self._abort)
+        with trio.CancelScope(deadline=trio.current_time() + timeout):
+            return await wait_task_rescheduled(self._abort)
+        raise CallTimeout(target, timeout)
+
+
+ReplySlot = Caller
+
+
+class _Call:
+    __slots__ = ("caller", "request")
+
+    def __init__(self, request: object, caller: Caller) -> None:
+        self.request = request
+        self.caller = caller
+
+
+class _Cast:
+    __slots__ = ("request",)
+
+    def __init__(self, request: object) -> None:
+        self.request = request
+
+
+async def call(
+    target: Target, request: object, timeout: float | None = DEFAULT_CALL_TIMEOUT
+) -> Any:
+    """Send ``request`` to the server ``target`` and wait for its reply.
+
+    Raises :class:`NoProcess` at once if no live process is ``target``;
+    :class:`ServerExited` as soon as the server ends before replying;
+    :class:`CallTimeout` after ``timeout`` seconds (``None`` or :data:`INFINITY`:
+    wait for ever). A reply that arrives after the timeout or after the caller
+    was cancelled is dropped. Cancelling the caller abandons the call; the
+    server may still handle the request.
+    """
+    await checkpoint_if_cancelled()
+    caller = current_process("call()")
+    server = caller.node.lookup(target, name_must_exist=False)
+    if server is None:
+        raise NoProcess(target)
+    if server is caller:
+        raise CallToSelf(f"process {caller.pid} called itself; it would wait for ever")
+    mailbox = server.mailbox
+    while mailbox.is_full():
+        await mailbox.wait_for_room()
+        if not server.alive:
+            raise NoProcess(target)
+    slot = Caller(server, caller.pid)
+    mailbox.put(_Call(request, slot))
+    return await slot._wait(target, math.inf if timeout is None else timeout)
+
+
+async def cast(target: Target, request: object) -> None:
+    """Send ``request`` to the server ``target`` without waiting for an answer.
+
+    Never fails because the target is missing (the request is then dropped);
+    waits only while the target's mailbox is full.
+    """
+    await checkpoint_if_cancelled()
+    server = current_process("cast()").node.lookup(target, name_must_exist=False)
+    if server is not None:
+        await deliver(server, _Cast(request))
+    await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def reply(caller: Caller, value: object) -> bool:
+    """Reply to a call whose ``handle_call`` returned :data:`NOREPLY`.
+
+    Returns False if the caller no longer waits (it timed out or was cancelled).
+    """
+    return caller.reply(value)
+
+
+class GenServer:
+    """Base class of servers. Override the callbacks; call nothing here directly
+    except :meth:`stop` and :attr:`pid`.
+
+    Instances are created with no arguments by the runtime; ``init`` receives the
+    start arguments. Class attribute ``mailbox_size`` overrides the node default.
+
+    Error semantics: an exception in ``init`` fails the start
+    (:class:`StartError`); an exception in a handler ends the server with that
+    exception as its reason, after ``terminate(reason)`` has run, and every
+    caller waiting on it gets :class:`ServerExited`.
+    """
+
+    mailbox_size: ClassVar[int | None] = None
+
+    _process: Process
+    _stop_reason: ExitReason | None = None
+
+    @property
+    def pid(self) -> Pid:
+        """This server's pid."""
+        return self._process.pid
+
+    async def init(self, *args: Any, **kwargs: Any) -> None:
+        """Set up state before the server is ready. Raising fails the start."""
+
+    async def handle_call(self, request: Any, caller: Caller) -> Any:
+        """Answer a :func:`call`. Return the reply, or :data:`NOREPLY` and call
+        :func:`reply` later."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} received call {request!r} but defines no handle_call"
+        )
+
+    async def handle_cast(self, request: Any) -> None:
+        """Handle a :func:`cast`."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} received cast {request!r} but defines no handle_cast"
+        )
+
+    async def handle_info(self, message: Any) -> None:
+        """Handle any other message (``send``, ``Down``, ``Exit``). Default: log it."""
+        logger.warning(
+            "%s %s ignored unexpected message %r", type(self).__qualname__, self.pid, message
+        )
+
+    async def terminate(self, reason: ExitReason) -> None:
+        """Clean up. Runs on an orderly stop and after a handler raised; not when the
+        server is killed (brutal kill, or an exit signal while not trapping exits)."""
+
+    def stop(self, reason: ExitReason = NORMAL) -> None:
+        """Stop after the current message: ``terminate(reason)`` runs, then the server
+        exits with ``reason``."""
+        self.request_stop(reason)
+
+    def request_stop(self, reason: ExitReason) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._process.mailbox.wake()
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _serve(
+        self, gate: _StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ExitReason:
+        process = current_process("GenServer")
+        self._process = process
+        process.behaviour = self
+        await self.init(*args, **kwargs)
+        gate.started()
+        try:
+            reason = await self._loop(process)
+        except Exception as exc:
+            await self._terminate(exc)
+            raise
+        await self._terminate(reason)
+        return reason
+
+    async def _terminate(self, reason: ExitReason) -> None:
+        try:
+            await self.terminate(reason)
+        except Exception:
+            logger.exception("terminate() of %s raised", self.pid)
+
+    async def _loop(self, process: Process) -> ExitReason:
+        mailbox = process.mailbox
+        handled = 0
+        while self._stop_reason is None:
+            message = mailbox.take_nowait()
+            if is_nothing(message):
+                handled = 0
+                await mailbox.wait()
+                continue
+            kind = type(message)
+            if kind is _Call:
+                answer = await self.handle_call(message.request, message.caller)
+                if answer is not NOREPLY:
+                    message.caller.reply(answer)
+            elif kind is _Cast:
+                await self.handle_cast(message.request)
+            else:
+                await self.handle_info(message)
+            handled += 1
+            if handled == BATCH_SIZE:
+                handled = 0
+                await checkpoint()
+        return self._stop_reason
+
+
+def server_body(cls: type[GenServer], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Body:
+    """The body of a process that runs a new ``cls()`` server."""
+
+    async def body(gate: _StartGate) -> ExitReason:
+        return await cls()._serve(gate, args, kwargs)
+
+    return body
+
+
+def _check_server_class(cls: object) -> type[GenServer]:
+    if not (isinstance(cls, type) and issubclass(cls, GenServer)):
+        raise TypeError(f"start_server() needs a GenServer subclass, got {cls!r}")
+    return cls
+
+
+async def start_server(
+    cls: type[GenServer],
+    *args: Any,
+    name: str | None = None,
+    link: bool = False,
+    mailbox_size: int | None = None,
+    **kwargs: Any,
+) -> Pid:
+    """Start an unsupervised server and return its pid once ``init`` has returned.
+
+    The server belongs to the node and is stopped (``terminate`` runs) when the
+    node closes. ``name`` is registered before ``init`` runs. Raises
+    :class:`StartError` if ``init`` raises, :class:`AlreadyStarted` if the name is
+    taken.
+    """
+    from .process import link_processes
+
+    server_class = _check_server_class(cls)
+    caller = current_process("start_server()")
+    node = caller.node
+    process = node.new_process(mailbox_size or server_class.mailbox_size, None, name=name)
+    pid: Pid = await node.spawn_nursery.start(
+        run_process, process, server_body(server_class, args, kwargs)
+    )
+    if link and process.alive:
+        link_processes(caller, process)
+    return pid
+
+
+__all__ = [
+    "BATCH_SIZE",
+    "DEFAULT_CALL_TIMEOUT",
+    "INFINITY",
+    "NOREPLY",
+    "Caller",
+    "GenServer",
+    "call",
+    "cast",
+    "reply",
+    "server_body",
+    "start_server",
+]
