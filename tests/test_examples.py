@@ -1,0 +1,61 @@
+"""Every script in examples/ runs to completion by itself and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+EXPECTED = {
+    "counter.py": ["after add 2: 2", "after reset: 0", "node closed"],
+    "supervision_tree.py": [
+        "ONE_FOR_ONE  b crashed -> restarted ['b']",
+        "ONE_FOR_ALL  b crashed -> restarted ['a', 'b', 'c']",
+        "REST_FOR_ONE b crashed -> restarted ['b', 'c']",
+        "-> spec removed",
+        "exited Shutdown('reached_max_restart_intensity')",
+        "done",
+    ],
+    "pubsub_registry.py": [
+        "weather subscribers: 2 sport: 1",
+        "published weather to 2",
+        "ann's inbox: ['weather: sunny', 'sport: 3-1', 'weather: rain later']",
+        "listener got: unregister 'weather'",
+        "listener got: register 'weather'",
+        "lobby via Via:",
+        "done",
+    ],
+}
+
+
+def run_example(name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_every_example_is_covered():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str):
+    result = run_example(name)
+    assert result.returncode == 0, result.stderr
+    for line in EXPECTED[name]:
+        assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
+
+
+def test_transient_child_not_restarted_after_normal_exit():
+    out = run_example("supervision_tree.py").stdout
+    assert "transient" in out
+    transient = next(line for line in out.splitlines() if line.strip().startswith("transient"))
+    assert transient.rstrip().endswith("-> None")
