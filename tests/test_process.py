@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 import foundation_trio as ft
@@ -144,7 +145,7 @@ async def test_full_mailbox_send_nowait_raises_and_send_waits(
         assert not sent.is_set()
         release.set()
         await sent.wait()
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         assert got == [1, 2, 3]
 
 
@@ -263,7 +264,7 @@ async def test_trapping_process_receives_exit_message(clock: trio.testing.MockCl
             raise boom
 
         trapper_pid = ft.spawn(trapper)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
 
         async def linker() -> None:
             ft.link(trapper_pid)
@@ -340,7 +341,7 @@ async def test_exit_signal_semantics(clock: trio.testing.MockClock) -> None:
 
         trapping = ft.spawn(trapper)
         ref_trap = ft.monitor(trapping)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         ft.exit(trapping, ft.SHUTDOWN)  # trapped: becomes a message, process lives
         await trio.sleep(1)
         assert ft.is_alive(trapping)
@@ -403,7 +404,5 @@ async def test_function_with_task_status_reports_readiness(clock: trio.testing.M
             steps.append("second")
             await trio.sleep_forever()
 
-        await ft.start_supervisor(
-            [ft.ChildSpec("slow", slow_start), ft.ChildSpec("after", after)]
-        )
+        await ft.start_supervisor([ft.ChildSpec("slow", slow_start), ft.ChildSpec("after", after)])
         assert steps == ["ready", "second"]

@@ -102,8 +102,11 @@ class StartError(FoundationError):
     """
 
     def __init__(self, what: str, reason: ExitReason) -> None:
-        super().__init__(f"{what} failed to start: {reason!r}")
-        self.reason = reason
+        # A nested failure (a supervisor whose child failed) keeps the whole path
+        # in the message and the root cause as ``reason``.
+        detail = str(reason) if isinstance(reason, StartError) else repr(reason)
+        super().__init__(f"{what} failed to start: {detail}")
+        self.reason: ExitReason = reason.reason if isinstance(reason, StartError) else reason
 
 
 class SupervisorError(FoundationError):

@@ -256,7 +256,9 @@ async def run_process(
         if scope.cancelled_caught:
             reason = process.kill_reason if process.kill_reason is not None else KILLED
     finally:
-        process.node.process_exited(process, reason)
+        # A start failure is raised to the starter; logging it here would report it twice.
+        raised_to_starter = not gate.ready and task_status is not trio.TASK_STATUS_IGNORED
+        process.node.process_exited(process, reason, log=not raised_to_starter)
     if not gate.ready and task_status is not trio.TASK_STATUS_IGNORED:
         if isinstance(reason, StartError):
             raise reason

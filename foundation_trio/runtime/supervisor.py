@@ -239,7 +239,7 @@ class _SupervisorBase(GenServer):
         except StartError as exc:
             self._flush_exit(process.pid)
             cause = exc.reason if isinstance(exc.reason, BaseException) else None
-            raise StartError(f"child {child.id!r} of supervisor {self.pid}", exc.reason) from cause
+            raise StartError(f"child {child.id!r} of supervisor {self.pid}", exc) from cause
         child.process = process
         logger.debug("supervisor %s started child %r as %s", self.pid, child.id, process.pid)
         self._emit(ChildStarted(supervisor=self.pid, child_id=child.id, pid=process.pid))
