@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,41 @@ def test_transient_child_not_restarted_after_normal_exit():
     assert "transient" in out
     transient = next(line for line in out.splitlines() if line.strip().startswith("transient"))
     assert transient.rstrip().endswith("-> None")
+
+
+# -- the runnable programs of docs/runtime.md ------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def doc_programs(page: str) -> list[tuple[str, str]]:
+    """The ``python`` blocks of a docs page that are whole programs (end in trio.run)."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    programs = []
+    for match in _BLOCK.finditer(text):
+        code = match.group(1)
+        if code.rstrip().endswith("trio.run(main)"):
+            line = text.count("\n", 0, match.start()) + 1
+            programs.append((f"{page}:{line}", code))
+    return programs
+
+
+RUNTIME_PROGRAMS = doc_programs("runtime.md")
+
+
+def test_runtime_guide_has_programs():
+    assert len(RUNTIME_PROGRAMS) >= 10
+
+
+@pytest.mark.parametrize(("where", "code"), RUNTIME_PROGRAMS, ids=[w for w, _ in RUNTIME_PROGRAMS])
+def test_runtime_guide_program_runs(where: str, code: str):
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
+    assert result.stdout.strip(), f"{where} printed nothing"
