@@ -83,6 +83,7 @@ from .runtime.server import (
     cast,
     reply,
     start_server,
+    stop,
 )
 from .runtime.spec import (
     ALL_SIGNIFICANT,
@@ -217,6 +218,7 @@ __all__ = [
     "start_child",
     "start_server",
     "start_supervisor",
+    "stop",
     "terminate_child",
     "trap_exits",
     "unlink",

@@ -326,8 +326,11 @@ async def test_exit_signal_semantics(clock: trio.testing.MockClock) -> None:
         async def sleeper() -> None:
             await trio.sleep(100)
 
+        me = ft.self_pid()
+
         async def trapper() -> None:
             ft.trap_exits(True)
+            await ft.send(me, "trapping")
             await trio.sleep(100)
 
         plain = ft.spawn(sleeper)
@@ -341,7 +344,7 @@ async def test_exit_signal_semantics(clock: trio.testing.MockClock) -> None:
 
         trapping = ft.spawn(trapper)
         ref_trap = ft.monitor(trapping)
-        await trio.lowlevel.checkpoint()
+        assert await ft.receive(lambda m: m == "trapping") == "trapping"
         ft.exit(trapping, ft.SHUTDOWN)  # trapped: becomes a message, process lives
         await trio.sleep(1)
         assert ft.is_alive(trapping)

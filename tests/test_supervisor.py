@@ -575,3 +575,60 @@ async def test_node_start_supervisor_is_not_restarted_by_root() -> None:
         await ft.which_children(node.root.pid)
         assert await ft.which_children(node.root.pid) == []
         assert ft.whereis("top") is None
+
+
+@pytest.mark.parametrize("strategy", [ft.ONE_FOR_ALL, ft.REST_FOR_ONE])
+async def test_group_restart_survives_a_member_failing_to_start_once(
+    strategy: ft.Strategy,
+) -> None:
+    failures = {"b": 1}
+
+    class Flaky(Worker):
+        async def init(self, tag: str, **kwargs: Any) -> None:
+            if failures.get(tag) and log.count(("init", tag)) == 1:
+                failures[tag] -= 1
+                raise RuntimeError(f"{tag} failed to restart once")
+            await super().init(tag, **kwargs)
+
+    async with ft.open_node("demo") as node:
+        sup = await node.start_supervisor(
+            [ft.ChildSpec(t, Flaky, args=(t,)) for t in "abc"],
+            strategy=strategy,
+            max_restarts=5,
+        )
+        await exit_child(sup, "a")
+        after = await pids(sup)
+        assert all(after[t] is not None for t in "abc"), after
+        assert failures == {"b": 0}
+
+
+async def test_taken_via_name_fails_the_start_and_leaves_no_process() -> None:
+    registry = ft.Registry(keys="unique")
+    async with ft.open_node("demo") as node:
+        sup = await node.start_supervisor([worker("a", name=ft.Via(registry, "w"))])
+        before = ft.processes()
+        with pytest.raises(ft.StartError) as info:
+            await ft.start_child(sup, worker("b", name=ft.Via(registry, "w")))
+        assert isinstance(info.value.reason, ft.AlreadyStarted)
+        assert ft.processes() == before
+
+
+async def test_via_needs_a_unique_registry() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        ft.Via(ft.Registry(keys="duplicate"), "k")
+
+
+async def test_stop_is_orderly_and_waits(clock: trio.testing.MockClock) -> None:
+    async with ft.open_node("demo") as node:
+        sup = await node.start_supervisor([worker("a", ft.TRANSIENT, stop_delay=2)])
+        pid = (await pids(sup))["a"]
+        assert pid is not None
+        await ft.stop(pid, ft.SHUTDOWN)
+        assert trio.current_time() == pytest.approx(2)
+        assert ("terminate", "a") in log
+        assert (await pids(sup))["a"] is None  # transient + shutdown: not restarted
+        with pytest.raises(ft.NoProcess):
+            await ft.stop(pid)
+        slow = await ft.start_child(sup, worker("slow", stop_delay=100))
+        with pytest.raises(ft.CallTimeout):
+            await ft.stop(slow, ft.SHUTDOWN, timeout=1)

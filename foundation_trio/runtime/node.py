@@ -70,7 +70,7 @@ class Node:
         self.names: dict[str, Process] = {}
         self._process_ids = itertools.count(1)
         self._ref_ids = itertools.count(1)
-        self._hooks: list[Callable[[LifecycleEvent], None]] = []
+        self.lifecycle_hooks: list[Callable[[LifecycleEvent], None]] = []
         self.spawn_nursery: trio.Nursery
         self.root: Process
         self.shell: Process
@@ -185,19 +185,19 @@ class Node:
         notify_exit(process, reason)
         if log:
             log_exit(process, reason)
-        if self._hooks:
+        if self.lifecycle_hooks:
             self.emit(ProcessExited(pid=process.pid, reason=reason))
 
     def add_hook(self, hook: Callable[[LifecycleEvent], None]) -> None:
         """Call ``hook(event)`` for every lifecycle event of this node (see ``events``)."""
-        self._hooks.append(hook)
+        self.lifecycle_hooks.append(hook)
 
     def remove_hook(self, hook: Callable[[LifecycleEvent], None]) -> None:
-        if hook in self._hooks:
-            self._hooks.remove(hook)
+        if hook in self.lifecycle_hooks:
+            self.lifecycle_hooks.remove(hook)
 
     def emit(self, event: LifecycleEvent) -> None:
-        for hook in list(self._hooks):
+        for hook in list(self.lifecycle_hooks):
             try:
                 hook(event)
             except Exception:

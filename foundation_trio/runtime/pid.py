@@ -82,7 +82,7 @@ exception that ended it."""
 
 def is_orderly(reason: ExitReason) -> bool:
     """True for :data:`NORMAL` and any :class:`Shutdown`: the exits a transient child
-    is not restarted for and a linked process does not die of."""
+    is not restarted for. (A linked process ignores only :data:`NORMAL`.)"""
     return isinstance(reason, Normal | Shutdown)
 
 

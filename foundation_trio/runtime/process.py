@@ -25,6 +25,7 @@ import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from .errors import MailboxFull, NoNodeError, NoProcess, StartError
+from .events import ProcessStarted
 from .mailbox import Mailbox, Match
 from .pid import (
     KILLED,
@@ -238,6 +239,9 @@ async def run_process(
     reports readiness raises :class:`StartError` to the starter.
     """
     set_current_process(process)
+    node = process.node
+    if node.lifecycle_hooks:
+        node.emit(ProcessStarted(pid=process.pid, parent=process.parent))
     gate = _StartGate(task_status, process.pid)
     reason: ExitReason = SHUTDOWN
     try:

@@ -56,8 +56,18 @@ class Via:
     child; ``call(Via(reg, "worker-1"), ...)`` reaches it.
     """
 
-    registry: Registry
+    registry: Registry = attrs.field()
     key: Hashable
+
+    @registry.validator
+    def _unique_only(self, _: attrs.Attribute[Registry], registry: Registry) -> None:
+        if not isinstance(registry, Registry) or registry.kind != "unique":
+            raise ValueError(f"Via needs a unique-key Registry, got {registry!r}")
+
+    def check_free(self) -> None:
+        """Raise :class:`AlreadyStarted` (or :class:`RegistryClosed`) if the key is
+        taken, before anything is started under it."""
+        self.registry._check_free(self.key)
 
     def resolve_process(self, node: Any) -> Process | None:
         entries = self.registry._entries.get(self.key)
@@ -126,15 +136,18 @@ class Registry:
         values[0] = update(values[0])
         return values[0]
 
-    def _add(self, key: Hashable, process: Process, value: Any) -> None:
+    def _check_free(self, key: Hashable) -> None:
         if self._closed:
             raise RegistryClosed(f"registry {self.name!r} is closed: its owner is not running")
+        holders = self._entries.get(key)
+        if self.kind == "unique" and holders:
+            raise AlreadyStarted(key, next(iter(holders)).pid)
+
+    def _add(self, key: Hashable, process: Process, value: Any) -> None:
+        self._check_free(key)
         if not process.alive:
             raise NoProcess(process.pid)
         holders = self._entries.setdefault(key, {})
-        if self.kind == "unique" and holders:
-            holder = next(iter(holders))
-            raise AlreadyStarted(key, holder.pid)
         holders.setdefault(process, []).append(value)
         keys = self._by_process.get(process)
         if keys is None:

@@ -341,16 +341,23 @@ async def start_server(
     return pid
 
 
-__all__ = [
-    "BATCH_SIZE",
-    "DEFAULT_CALL_TIMEOUT",
-    "INFINITY",
-    "NOREPLY",
-    "Caller",
-    "GenServer",
-    "call",
-    "cast",
-    "reply",
-    "server_body",
-    "start_server",
-]
+async def stop(
+    target: Target, reason: ExitReason = NORMAL, timeout: float | None = INFINITY
+) -> None:
+    """Stop a process in order and wait until it has ended (OTP's ``gen_server:stop``).
+
+    A GenServer finishes its current message, runs ``terminate(reason)`` and exits
+    with ``reason``; any other process is cancelled with that reason. A supervised
+    process is then handled by its supervisor like any exit with ``reason``.
+    Raises :class:`NoProcess` if ``target`` is not alive and :class:`CallTimeout`
+    if it has not ended within ``timeout`` (it keeps stopping).
+    """
+    await checkpoint_if_cancelled()
+    process = current_process("stop()").node.lookup(target, name_must_exist=False)
+    if process is None:
+        raise NoProcess(target)
+    process.stop(reason)
+    with trio.move_on_after(math.inf if timeout is None else timeout):
+        await process.wait_exited()
+    if process.alive:
+        raise CallTimeout(target, math.inf if timeout is None else timeout)

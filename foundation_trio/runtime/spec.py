@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -80,6 +80,14 @@ ALL_SIGNIFICANT: Final = AutoShutdown.ALL_SIGNIFICANT
 DEFAULT_WORKER_SHUTDOWN: Final = 5.0
 
 
+def _as_tuple(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(items)
+
+
+def _as_children(children: Iterable[ChildSpec]) -> tuple[ChildSpec, ...]:
+    return tuple(children)
+
+
 @attrs.frozen
 class ChildSpec:
     """How to start, restart and stop one child.
@@ -98,7 +106,7 @@ class ChildSpec:
 
     id: Hashable
     start: Any
-    args: tuple[Any, ...] = attrs.field(default=(), kw_only=True, converter=tuple)
+    args: tuple[Any, ...] = attrs.field(default=(), kw_only=True, converter=_as_tuple)
     kwargs: Mapping[str, Any] | None = attrs.field(default=None, kw_only=True)
     restart: Restart = attrs.field(default=Restart.PERMANENT, kw_only=True)
     shutdown: float | _BrutalKill | None = attrs.field(default=None, kw_only=True)
@@ -117,7 +125,7 @@ class SupervisorSpec:
     ``Shutdown("reached_max_restart_intensity")``.
     """
 
-    children: Sequence[ChildSpec] = attrs.field(converter=tuple)
+    children: tuple[ChildSpec, ...] = attrs.field(converter=_as_children)
     strategy: Strategy = attrs.field(default=Strategy.ONE_FOR_ONE, kw_only=True)
     max_restarts: int = attrs.field(default=3, kw_only=True)
     max_seconds: float = attrs.field(default=5.0, kw_only=True)

@@ -211,7 +211,7 @@ class _SupervisorBase(GenServer):
 
     def _emit(self, event: LifecycleEvent) -> None:
         node = self._process.node
-        if node._hooks:
+        if node.lifecycle_hooks:
             node.emit(event)
 
     # -- one child ----------------------------------------------------------------
@@ -224,6 +224,8 @@ class _SupervisorBase(GenServer):
         node = self._process.node
         name = checked.spec.name
         try:
+            if isinstance(name, Via):
+                name.check_free()
             process = node.new_process(
                 checked.spec.mailbox_size or _server_mailbox(checked),
                 parent=self.pid,
@@ -305,7 +307,10 @@ class _SupervisorBase(GenServer):
         pid = child.process.pid if child.process is not None else None
         child.process = None
         log = logger.error if isinstance(reason, BaseException) else logger.info
-        log("supervisor %s: child %r (%s) exited: %r", self.pid, child.id, pid, reason)
+        if pid is None:
+            log("supervisor %s: child %r failed to restart: %r", self.pid, child.id, reason)
+        else:
+            log("supervisor %s: child %r (%s) exited: %r", self.pid, child.id, pid, reason)
         self._emit(ChildExited(supervisor=self.pid, child_id=child.id, pid=pid, reason=reason))
 
     # -- messages ---------------------------------------------------------------------
@@ -383,8 +388,14 @@ class Supervisor(_SupervisorBase):
         await self._failed(child, reason)
         return True
 
-    async def _failed(self, child: _Child, reason: ExitReason) -> None:
-        """``child`` ended by itself (or failed to restart) with ``reason``."""
+    async def _failed(
+        self, child: _Child, reason: ExitReason, pending: frozenset[int] = frozenset()
+    ) -> None:
+        """``child`` ended by itself (or failed to restart) with ``reason``.
+
+        ``pending`` holds (by ``id()``) children of an interrupted group restart
+        that still have to be started along with it.
+        """
         self._child_exited(child, reason)
         if not _should_restart(child.checked.restart, reason):
             if child.checked.restart is Restart.TEMPORARY:
@@ -395,7 +406,7 @@ class Supervisor(_SupervisorBase):
         if not self._restart_allowed():
             self._give_up()
             return
-        await self._restart(child)
+        await self._restart(child, pending)
 
     def _maybe_auto_shutdown(self) -> None:
         auto = self._auto_shutdown
@@ -406,29 +417,31 @@ class Supervisor(_SupervisorBase):
             logger.info("supervisor %s: significant children exited; shutting down", self.pid)
             self.stop(SHUTDOWN)
 
-    async def _restart(self, child: _Child) -> None:
+    async def _restart(self, child: _Child, pending: frozenset[int] = frozenset()) -> None:
         strategy = self._strategy
         if strategy is Strategy.ONE_FOR_ONE:
-            collateral: list[_Child] = []
+            affected: list[_Child] = []
         elif strategy is Strategy.ONE_FOR_ALL:
-            collateral = [c for c in self._children if c is not child and c.process is not None]
+            affected = [c for c in self._children if c is not child]
         else:
-            after = self._children[self._children.index(child) + 1 :]
-            collateral = [c for c in after if c.process is not None]
+            affected = self._children[self._children.index(child) + 1 :]
+        collateral = [c for c in affected if c.process is not None or id(c) in pending]
         for other in reversed(collateral):
             await self._stop(other)
         for other in collateral:
             if other.checked.restart is Restart.TEMPORARY:
                 self._children.remove(other)
         restarting = {id(child)} | {id(c) for c in collateral}
-        for member in [c for c in self._children if id(c) in restarting]:
+        group = [c for c in self._children if id(c) in restarting]
+        for position, member in enumerate(group):
             try:
                 process = await self._start(member)
             except StartError as error:
                 # A failed restart is another failure of that child: it counts
                 # against the intensity, so a child that can never start ends in
-                # giving up rather than a loop.
-                await self._failed(member, error.reason)
+                # giving up rather than a loop. The rest of the group stays due.
+                rest = frozenset(id(c) for c in group[position + 1 :])
+                await self._failed(member, error.reason, rest)
                 return
             self._emit(
                 ChildRestarted(
