@@ -348,3 +348,39 @@ async def test_cancelled_caller_abandons_the_call(clock: trio.testing.MockClock)
         with trio.move_on_after(1):
             await ft.call(pid, ("sleep", 3), timeout=None)
         assert await ft.call(pid, ("add", 1)) == 1
+
+
+async def test_answered_calls_leave_no_deadline_behind() -> None:
+    class Echo(ft.GenServer):
+        async def handle_call(self, request: Any, caller: ft.Caller) -> Any:
+            return request
+
+    async with ft.open_node("demo") as node:
+        pid = await ft.start_server(Echo)
+        for i in range(5000):
+            assert await ft.call(pid, i) == i
+        # Only the newest entry may linger until the next call or expiry sweep.
+        assert node.call_timers.pending() <= 1
+
+
+async def test_calls_with_different_timeouts_expire_in_deadline_order(
+    clock: trio.testing.MockClock,
+) -> None:
+    class Silent(ft.GenServer):
+        async def handle_call(self, request: Any, caller: ft.Caller) -> Any:
+            return ft.NOREPLY
+
+    async with ft.open_node("demo"):
+        pid = await ft.start_server(Silent)
+        expired: list[tuple[float, float]] = []
+
+        async def caller(timeout: float) -> None:
+            with pytest.raises(ft.CallTimeout) as info:
+                await ft.call(pid, "x", timeout=timeout)
+            assert info.value.timeout == timeout
+            expired.append((timeout, trio.current_time()))
+
+        async with trio.open_nursery() as nursery:
+            for timeout in (7.0, 3.0, 5.0, 3.0, 0.5):
+                nursery.start_soon(caller, timeout)
+        assert sorted(expired) == [(0.5, 0.5), (3.0, 3.0), (3.0, 3.0), (5.0, 5.0), (7.0, 7.0)]

@@ -39,6 +39,10 @@ Match = Callable[[Any], bool]
 
 _NOTHING: Any = object()
 
+# Shared by every mailbox that has never received a message: an idle process
+# then costs no queue at all (an empty deque alone is 760 bytes).
+_NEVER_USED: deque[Any] = deque(maxlen=0)
+
 
 class Mailbox:
     """Messages waiting for one process, in arrival order."""
@@ -46,7 +50,7 @@ class Mailbox:
     __slots__ = ("_messages", "_receiver", "_room", "capacity")
 
     def __init__(self, capacity: int = DEFAULT_MAILBOX_SIZE) -> None:
-        self._messages: deque[Any] = deque()
+        self._messages: deque[Any] = _NEVER_USED
         self._receiver: Task | None = None
         self._room: ParkingLot | None = None
         self.capacity = capacity
@@ -61,6 +65,8 @@ class Mailbox:
 
     def put(self, message: object) -> None:
         """Append ``message`` and wake the receiver. The caller checks capacity."""
+        if self._messages is _NEVER_USED:
+            self._messages = deque()
         self._messages.append(message)
         receiver = self._receiver
         if receiver is not None:
@@ -77,7 +83,7 @@ class Mailbox:
         """The owner is gone: release every sender waiting for room."""
         if self._room is not None:
             self._room.unpark_all()
-        self._messages.clear()
+        self._messages = _NEVER_USED
 
     def _freed_one(self) -> None:
         room = self._room
@@ -121,8 +127,9 @@ class Mailbox:
                 self._room.unpark_all()
         return removed
 
-    async def wait(self) -> None:
-        """Park until something is put in (or :meth:`wake` is called)."""
+    def claim_receiver(self) -> None:
+        """Make the calling task the one :meth:`put` and :meth:`wake` will wake;
+        then park it with ``wait_task_rescheduled(mailbox.abort_wait)``."""
         if self._receiver is not None:
             raise RuntimeError(
                 "two tasks are receiving from the same process mailbox at once; "
@@ -130,11 +137,14 @@ class Mailbox:
             )
         self._receiver = current_task()
 
-        def abort(_: Any) -> Abort:
-            self._receiver = None
-            return Abort.SUCCEEDED
+    def abort_wait(self, _: Any) -> Abort:
+        self._receiver = None
+        return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
+    async def wait(self) -> None:
+        """Park until something is put in (or :meth:`wake` is called)."""
+        self.claim_receiver()
+        await wait_task_rescheduled(self.abort_wait)
 
     def wake(self) -> None:
         """Wake a parked receiver without a message (it re-checks its state)."""

@@ -35,6 +35,7 @@ from .process import (
     run_process,
     set_current_process,
 )
+from .timers import CallTimers
 
 logger = logging.getLogger("foundation_trio.node")
 
@@ -71,6 +72,7 @@ class Node:
         self._process_ids = itertools.count(1)
         self._ref_ids = itertools.count(1)
         self.lifecycle_hooks: list[Callable[[LifecycleEvent], None]] = []
+        self.call_timers = CallTimers()
         self.spawn_nursery: trio.Nursery
         self.root: Process
         self.shell: Process
@@ -183,7 +185,8 @@ class Node:
                 except Exception:
                     logger.exception("exit hook %r failed for %s", hook, process.pid)
         notify_exit(process, reason)
-        if log:
+        # A supervised process's exit is reported once, by its supervisor.
+        if log and process.parent is None:
             log_exit(process, reason)
         if self.lifecycle_hooks:
             self.emit(ProcessExited(pid=process.pid, reason=reason))
@@ -271,6 +274,7 @@ async def open_node(name: str = "nonode", **options: Any) -> AsyncIterator[Node]
     reason: ExitReason = NORMAL
     body_error: BaseException | None = None
     async with trio.open_nursery() as system_nursery:
+        system_nursery.start_soon(node.call_timers.run)
         root = node.new_process(None, parent=None)
         node.root = root
         root_spec = SupervisorSpec([], max_restarts=0)

@@ -15,6 +15,7 @@ wait (``send``, ``receive``) are async and are trio checkpoints.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from .pid import (
 
 if TYPE_CHECKING:
     from .node import Node
-    from .server import ReplySlot
+    from .server import Caller
 
 logger = logging.getLogger("foundation_trio.process")
 
@@ -107,7 +108,7 @@ class Process:
         self.monitored_by: dict[Ref, Process] | None = None
         self.monitoring: dict[Ref, Process] | None = None
         self.names: list[str] | None = None
-        self.open_calls: set[ReplySlot] | None = None
+        self.open_calls: set[Caller] | None = None
         self.exit_hooks: list[Callable[[Process, ExitReason], None]] | None = None
         self.exited: trio.Event | None = None
 
@@ -208,8 +209,11 @@ class _StartGate:
         self.ready = False
 
     def started(self, value: Any = None) -> None:
+        # Drop trio's task status at once: it holds the temporary start nursery,
+        # which would otherwise live (about 1.2 KB) as long as the process.
+        status, self._status = self._status, trio.TASK_STATUS_IGNORED
         self.ready = True
-        self._status.started(self.pid)
+        status.started(self.pid)
 
 
 Body = Callable[[_StartGate], Awaitable[object]]
@@ -243,6 +247,8 @@ async def run_process(
     if node.lifecycle_hooks:
         node.emit(ProcessStarted(pid=process.pid, parent=process.parent))
     gate = _StartGate(task_status, process.pid)
+    reports_start = task_status is not trio.TASK_STATUS_IGNORED
+    del task_status  # held by the gate until readiness, then released
     reason: ExitReason = SHUTDOWN
     try:
         with trio.CancelScope() as scope:
@@ -261,9 +267,9 @@ async def run_process(
             reason = process.kill_reason if process.kill_reason is not None else KILLED
     finally:
         # A start failure is raised to the starter; logging it here would report it twice.
-        raised_to_starter = not gate.ready and task_status is not trio.TASK_STATUS_IGNORED
+        raised_to_starter = reports_start and not gate.ready
         process.node.process_exited(process, reason, log=not raised_to_starter)
-    if not gate.ready and task_status is not trio.TASK_STATUS_IGNORED:
+    if reports_start and not gate.ready:
         if isinstance(reason, StartError):
             raise reason
         error = StartError(f"process {process.pid}", reason)
@@ -307,6 +313,19 @@ def function_body(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -
 
 
 def _takes_task_status(fn: Callable[..., object]) -> bool:
+    try:
+        return _takes_task_status_cached(fn)
+    except TypeError:  # an unhashable callable object
+        return _signature_has_task_status(fn)
+
+
+# inspect.signature costs more than the rest of a spawn; most bodies repeat.
+@functools.lru_cache(maxsize=4096)
+def _takes_task_status_cached(fn: Callable[..., object]) -> bool:
+    return _signature_has_task_status(fn)
+
+
+def _signature_has_task_status(fn: Callable[..., object]) -> bool:
     try:
         return "task_status" in inspect.signature(fn).parameters
     except (TypeError, ValueError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Coroutine
 from typing import Any, ClassVar, Final
 
 import outcome
@@ -71,9 +72,9 @@ class Caller:
 
     __slots__ = ("_server", "_task", "pid")
 
-    def __init__(self, server: Process, pid: Pid) -> None:
+    def __init__(self, server: Process, pid: Pid, task: Task) -> None:
         self._server = server
-        self._task: Task | None = None
+        self._task: Task | None = task
         self.pid = pid
 
     def __repr__(self) -> str:
@@ -91,6 +92,10 @@ class Caller:
     def fail_server_exited(self, server: Pid, reason: ExitReason) -> None:
         self._finish(outcome.Error(ServerExited(server, reason)))
 
+    def expire(self, target: object, timeout: float) -> None:
+        """The call's time is up: the caller gets :class:`CallTimeout`."""
+        self._finish(outcome.Error(CallTimeout(target, timeout)))
+
     def _finish(self, result: outcome.Outcome[object]) -> bool:
         task = self._task
         if task is None:
@@ -107,21 +112,6 @@ class Caller:
         if self._server.open_calls is not None:
             self._server.open_calls.discard(self)
         return Abort.SUCCEEDED
-
-    async def _wait(self, target: Target, timeout: float) -> Any:
-        self._task = current_task()
-        server = self._server
-        if server.open_calls is None:
-            server.open_calls = set()
-        server.open_calls.add(self)
-        if timeout == math.inf:
-            return await wait_task_rescheduled(self._abort)
-        with trio.CancelScope(deadline=trio.current_time() + timeout):
-            return await wait_task_rescheduled(self._abort)
-        raise CallTimeout(target, timeout)
-
-
-ReplySlot = Caller
 
 
 class _Call:
@@ -151,9 +141,12 @@ async def call(
     was cancelled is dropped. Cancelling the caller abandons the call; the
     server may still handle the request.
     """
-    await checkpoint_if_cancelled()
     caller = current_process("call()")
-    server = caller.node.lookup(target, name_must_exist=False)
+    node = caller.node
+    if type(target) is Pid and target.node == node.name:
+        server = node.processes.get(target.id)
+    else:
+        server = node.lookup(target, name_must_exist=False)
     if server is None:
         raise NoProcess(target)
     if server is caller:
@@ -163,9 +156,16 @@ async def call(
         await mailbox.wait_for_room()
         if not server.alive:
             raise NoProcess(target)
-    slot = Caller(server, caller.pid)
+    slot = Caller(server, caller.pid, current_task())
     mailbox.put(_Call(request, slot))
-    return await slot._wait(target, math.inf if timeout is None else timeout)
+    open_calls = server.open_calls
+    if open_calls is None:
+        open_calls = server.open_calls = set()
+    open_calls.add(slot)
+    if timeout is not None and timeout != math.inf:
+        node.call_timers.add(slot, target, timeout)
+    # Parking is the checkpoint: a caller already cancelled gives up here.
+    return await wait_task_rescheduled(slot._abort)
 
 
 async def cast(target: Target, request: object) -> None:
@@ -253,16 +253,43 @@ class GenServer:
     async def _serve(
         self, gate: _StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ExitReason:
+        """Run the server: ``init``, then messages until stopped, then ``terminate``.
+
+        The message loop lives here rather than in a helper coroutine because
+        every coroutine frame an idle server is parked under costs memory.
+        """
         process = current_process("GenServer")
         self._process = process
         process.behaviour = self
         await self.init(*args, **kwargs)
         gate.started()
+        mailbox = process.mailbox
+        handled = 0
         try:
-            reason = await self._loop(process)
+            while self._stop_reason is None:
+                message = mailbox.take_nowait()
+                if is_nothing(message):
+                    handled = 0
+                    mailbox.claim_receiver()
+                    await wait_task_rescheduled(mailbox.abort_wait)
+                    continue
+                kind = type(message)
+                if kind is _Call:
+                    answer = await self.handle_call(message.request, message.caller)
+                    if answer is not NOREPLY:
+                        message.caller.reply(answer)
+                elif kind is _Cast:
+                    await self.handle_cast(message.request)
+                else:
+                    await self.handle_info(message)
+                handled += 1
+                if handled == BATCH_SIZE:
+                    handled = 0
+                    await checkpoint()
         except Exception as exc:
             await self._terminate(exc)
             raise
+        reason = self._stop_reason
         await self._terminate(reason)
         return reason
 
@@ -272,38 +299,25 @@ class GenServer:
         except Exception:
             logger.exception("terminate() of %s raised", self.pid)
 
-    async def _loop(self, process: Process) -> ExitReason:
-        mailbox = process.mailbox
-        handled = 0
-        while self._stop_reason is None:
-            message = mailbox.take_nowait()
-            if is_nothing(message):
-                handled = 0
-                await mailbox.wait()
-                continue
-            kind = type(message)
-            if kind is _Call:
-                answer = await self.handle_call(message.request, message.caller)
-                if answer is not NOREPLY:
-                    message.caller.reply(answer)
-            elif kind is _Cast:
-                await self.handle_cast(message.request)
-            else:
-                await self.handle_info(message)
-            handled += 1
-            if handled == BATCH_SIZE:
-                handled = 0
-                await checkpoint()
-        return self._stop_reason
+
+class _ServerBody:
+    """The body of a server process: a plain callable, so that it adds no
+    coroutine frame of its own under the server's loop."""
+
+    __slots__ = ("args", "cls", "kwargs")
+
+    def __init__(self, cls: type[GenServer], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.cls = cls
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self, gate: _StartGate) -> Coroutine[Any, Any, ExitReason]:
+        return self.cls()._serve(gate, self.args, self.kwargs)
 
 
 def server_body(cls: type[GenServer], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Body:
     """The body of a process that runs a new ``cls()`` server."""
-
-    async def body(gate: _StartGate) -> ExitReason:
-        return await cls()._serve(gate, args, kwargs)
-
-    return body
+    return _ServerBody(cls, args, kwargs)
 
 
 def _check_server_class(cls: object) -> type[GenServer]:

@@ -306,11 +306,19 @@ class _SupervisorBase(GenServer):
     def _child_exited(self, child: _Child, reason: ExitReason) -> None:
         pid = child.process.pid if child.process is not None else None
         child.process = None
-        log = logger.error if isinstance(reason, BaseException) else logger.info
-        if pid is None:
-            log("supervisor %s: child %r failed to restart: %r", self.pid, child.id, reason)
+        if isinstance(reason, BaseException):
+            what = "exited" if pid is not None else "failed to restart"
+            logger.error(
+                "supervisor %s: child %r (%s) %s: %r",
+                self.pid,
+                child.id,
+                pid,
+                what,
+                reason,
+                exc_info=reason,
+            )
         else:
-            log("supervisor %s: child %r (%s) exited: %r", self.pid, child.id, pid, reason)
+            logger.info("supervisor %s: child %r (%s) exited: %r", self.pid, child.id, pid, reason)
         self._emit(ChildExited(supervisor=self.pid, child_id=child.id, pid=pid, reason=reason))
 
     # -- messages ---------------------------------------------------------------------
