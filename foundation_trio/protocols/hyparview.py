@@ -380,7 +380,14 @@ class HyParView:
 
     def _on_join_accept(self, event: object, now: float, out: list[object]) -> None:
         assert isinstance(event, JoinAccept)
-        self._add_active(event.sender, now, out)
+        peer = event.sender
+        if peer == self.node_id or peer in self._active:
+            return
+        self._add_active(peer, now, out)
+        # Confirm the link. If we had evicted this peer while its JOIN_ACCEPT was on the
+        # way, our DISCONNECT crossed it and the peer has dropped us; the confirmation
+        # arrives after that DISCONNECT (links are FIFO) and re-establishes both sides.
+        out.append(Send(peer, JoinAccept(self.node_id)))
 
     def _on_forward_join(self, event: object, now: float, out: list[object]) -> None:
         assert isinstance(event, ForwardJoin)
@@ -397,8 +404,9 @@ class HyParView:
                 return
         # The walk ends here: take the joiner as an active neighbour.
         if new_node not in self._active:
-            self._add_active(new_node, now, out)
+            # Connect first: NeighborUp lets the broadcast layer send on the link at once.
             out.append(Connect(new_node))
+            self._add_active(new_node, now, out)
             out.append(Send(new_node, JoinAccept(self.node_id)))
 
     def _on_neighbor(self, event: object, now: float, out: list[object]) -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import attrs
 
@@ -81,8 +81,13 @@ _MESSAGE = 0
 _LINK_EVENT = 1
 _TICK = 2
 _ROUND = 3
+_LINK_FAILURE = 4
 
 _PLUMTREE_MESSAGES: frozenset[type] = frozenset({Gossip, IHave, Graft, Prune, AntiEntropy})
+
+
+def _pair(first: int, second: int) -> tuple[int, int]:
+    return (first, second) if first < second else (second, first)
 
 
 class MembershipCore(Protocol):
@@ -189,6 +194,13 @@ class Simulator:
         self._heap: list[tuple[float, int, int, int, object]] = []
         self._seq = 0
         self._partitioned = False
+        # Links cut by a partition, as unordered index pairs. A TCP connection that broke
+        # stays broken after the network heals, until either side connects again.
+        self._broken_links: set[tuple[int, int]] = set()
+        # Connections opened per node pair. A link failure belongs to the connection it
+        # was detected on and is dropped if a newer connection replaced it meanwhile, as
+        # a driver ignores events of a connection it already closed.
+        self._link_generation: dict[tuple[int, int], int] = {}
         self._latency_salt = random.Random(seed ^ 0x5EED).getrandbits(32)
         self._broadcasts: dict[str, BroadcastRecord] = {}
         self._membership_factory = membership_factory
@@ -257,7 +269,7 @@ class Simulator:
                 continue
             for peer in node.membership.neighbors:
                 if peer in crashed_ids:
-                    self._push(self.now + delay, _LINK_EVENT, node.index, LinkDown(peer))
+                    self._link_failure(node.index, self._index[peer], delay)
 
     def partition(self, groups: Sequence[Iterable[NodeId]]) -> None:
         """Split the network: nodes in different groups cannot exchange messages.
@@ -270,9 +282,24 @@ class Simulator:
             for node_id in members:
                 self.node(node_id).group = number
         self._partitioned = True
+        delay = self.config.crash_detection_delay
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            for peer in node.membership.neighbors:
+                other = self._index.get(peer)
+                if other is None or self.nodes[other].group == node.group:
+                    continue
+                self._broken_links.add(_pair(node.index, other))
+                if delay is not None:
+                    self._link_failure(node.index, other, delay)
 
     def heal(self) -> None:
-        """Remove every partition. The overlay may stay split: see :meth:`merge_components`."""
+        """Remove every partition. The overlay may stay split: see :meth:`merge_components`.
+
+        Links the partition cut stay broken: a send on one fails as it would on a reset
+        TCP connection, until either end connects to the other again.
+        """
         for node in self.nodes:
             node.group = 0
         self._partitioned = False
@@ -354,6 +381,11 @@ class Simulator:
                     effects = node.membership.handle(payload, time)
             elif kind == _LINK_EVENT:
                 effects = node.membership.handle(payload, time)
+            elif kind == _LINK_FAILURE:
+                peer_index, generation = cast(tuple[int, int], payload)
+                if self._link_generation.get(_pair(target, peer_index), 0) != generation:
+                    continue  # that connection was replaced by a newer one
+                effects = node.membership.handle(LinkDown(nodes[peer_index].node_id), time)
             elif kind == _TICK:
                 if time != node.tick_at:
                     continue  # superseded by an earlier deadline
@@ -409,6 +441,11 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self._heap, (time, self._seq, kind, target, payload))
 
+    def _link_failure(self, node_index: int, peer_index: int, delay: float) -> None:
+        """Schedule a LinkDown at ``node_index`` for its current connection to the peer."""
+        generation = self._link_generation.get(_pair(node_index, peer_index), 0)
+        self._push(self.now + delay, _LINK_FAILURE, node_index, (peer_index, generation))
+
     def _latency(self, source: int, target: int) -> float:
         config = self.config
         # A cheap deterministic hash of the directed pair: constant per pair keeps each
@@ -445,6 +482,11 @@ class Simulator:
                         node.index,
                         ConnectFailed(effect.peer),  # type: ignore[attr-defined]
                     )
+                else:
+                    # A fresh connection replaces any earlier one, broken or not.
+                    pair = _pair(node.index, target)
+                    self._link_generation[pair] = self._link_generation.get(pair, 0) + 1
+                    self._broken_links.discard(pair)
             elif kind is CloseLink:
                 # Links are implicit in the simulated network; the protocols tell the
                 # other side themselves (DISCONNECT), so closing needs no event.
@@ -469,12 +511,10 @@ class Simulator:
         if target_index is None:
             return
         target = self.nodes[target_index]
-        if not self._reachable(node, target):
+        broken = bool(self._broken_links) and _pair(node.index, target_index) in self._broken_links
+        if broken or not self._reachable(node, target):
             if node.membership.is_active(effect.to):
-                failure = LinkDown(effect.to)
-                self._push(
-                    self.now + self.config.send_failure_delay, _LINK_EVENT, node.index, failure
-                )
+                self._link_failure(node.index, target_index, self.config.send_failure_delay)
             return
         if self.config.loss_rate and self.rng.random() < self.config.loss_rate:
             return
@@ -499,7 +539,8 @@ class Simulator:
     def components(self) -> list[list[int]]:
         """Connected components of the active-view graph among live joined nodes.
 
-        An edge exists when either end lists the other. Largest component first.
+        An edge exists when either end lists the other and a message can cross it (not
+        across a partition, not over a link a partition broke). Largest component first.
         """
         index = self._index
         nodes = self.nodes
@@ -508,7 +549,7 @@ class Simulator:
         for i in live:
             for peer in nodes[i].membership.neighbors:
                 j = index.get(peer)
-                if j is not None and j in adjacency:
+                if j is not None and j in adjacency and self._linked(i, j):
                     adjacency[i].append(j)
                     adjacency[j].append(i)
         seen: set[int] = set()
@@ -530,6 +571,11 @@ class Simulator:
         components.sort(key=len, reverse=True)
         return components
 
+    def _linked(self, first: int, second: int) -> bool:
+        if self._partitioned and self.nodes[first].group != self.nodes[second].group:
+            return False
+        return not self._broken_links or _pair(first, second) not in self._broken_links
+
     def largest_component_fraction(self) -> float:
         """Share of live joined nodes in the largest component (1.0 = connected)."""
         components = self.components()
@@ -537,7 +583,11 @@ class Simulator:
         return len(components[0]) / total if total else 1.0
 
     def symmetry(self) -> float:
-        """Share of active-view entries between live nodes that are reciprocated."""
+        """Share of active-view entries between live nodes that are reciprocated.
+
+        Entries across a partition, or over a link a partition broke, are left out: no
+        message crosses them, and each end drops the other only when it notices.
+        """
         index = self._index
         nodes = self.nodes
         entries = reciprocated = 0
@@ -547,6 +597,8 @@ class Simulator:
             for peer in node.membership.neighbors:
                 j = index.get(peer)
                 if j is None or not nodes[j].alive:
+                    continue
+                if not self._linked(node.index, j):
                     continue
                 entries += 1
                 if nodes[j].membership.is_active(node.node_id):
