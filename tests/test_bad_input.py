@@ -279,11 +279,6 @@ async def test_significant_child_under_dynamic_supervisor_is_rejected(autojump_c
         assert await ft.which_children(dyn) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: check_child does not validate ChildSpec.name; a non-str, "
-    "non-Via name is silently ignored",
-)
 async def test_child_name_of_wrong_type_is_rejected(autojump_clock):
     async with ft.open_node("bad") as node:
         with raises_exactly(ft.InvalidChildSpec) as info:
@@ -387,11 +382,6 @@ async def test_registered_name_must_be_a_non_empty_str(autojump_clock, name):
             ft.spawn(trio.sleep_forever, name=name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: spawn()/start_server() do not validate mailbox_size; a bad "
-    "value fails later, inside send, with an unrelated TypeError",
-)
 @pytest.mark.parametrize("size", ["8", -5, 2.5])
 async def test_spawn_bad_mailbox_size_is_rejected(autojump_clock, size):
     async with ft.open_node("bad"):
@@ -456,11 +446,6 @@ def test_via_needs_a_unique_registry(registry):
         ft.Via(registry, "k")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: reply() with something that is not a Caller raises "
-    "AttributeError from server.reply",
-)
 async def test_reply_to_a_non_caller_raises_type_error(autojump_clock):
     async with ft.open_node("bad"):
         with raises_exactly(TypeError, match="Caller"):
@@ -479,13 +464,6 @@ class Counter(ft.GenServer):
         return (request, self.n)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: call() enqueues the request before the timeout is checked; a "
-    "bad timeout leaves a stale reply slot, the server's reply then reschedules a task "
-    "that is not waiting (AssertionError in the server, or the reply lands in the "
-    "caller's next call)",
-)
 @pytest.mark.parametrize("timeout", ["5", float("nan")], ids=repr)
 async def test_call_with_bad_timeout_is_rejected_before_sending(autojump_clock, timeout):
     async with ft.open_node("bad"):
@@ -501,11 +479,6 @@ async def test_call_with_bad_timeout_is_rejected_before_sending(autojump_clock, 
         assert ft.is_alive(other)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: receive() does not check its timeout; a str fails inside "
-    "Mailbox.receive with an unrelated comparison TypeError",
-)
 async def test_receive_with_bad_timeout_names_the_argument(autojump_clock):
     async with ft.open_node("bad"):
         with pytest.raises(TypeError, match="timeout"):

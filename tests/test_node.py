@@ -336,11 +336,6 @@ async def test_cancelling_open_node_from_outside_returns_with_nothing_left(autoj
     assert all_tasks() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: open_node's processes are not shielded from a cancellation of "
-    "the enclosing scope, so terminate() never runs and children die in start order",
-)
 async def test_cancelling_open_node_from_outside_still_stops_in_order(autojump_clock):
     log: list[Any] = []
     before = all_tasks()

@@ -13,7 +13,6 @@ it concurrently.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +29,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
+from .checks import check_timeout
 from .errors import ReceiveTimeout
 
 DEFAULT_MAILBOX_SIZE = 1024
@@ -162,6 +162,9 @@ class Mailbox:
         Cancellation while waiting leaves the mailbox untouched.
         """
         await checkpoint_if_cancelled()
+        seconds = check_timeout(timeout, "receive()")
+        if match is not None and not callable(match):
+            raise TypeError(f"receive(): match must be a predicate (callable), got {match!r}")
         if match is None:
             message = self.take_nowait()
             scanned = 0
@@ -170,9 +173,9 @@ class Mailbox:
         if message is not _NOTHING:
             await cancel_shielded_checkpoint()
             return message
-        if timeout is not None and timeout <= 0:
+        if seconds <= 0:
             raise ReceiveTimeout("no matching message was waiting")
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        deadline = trio.current_time() + seconds
         with trio.CancelScope(deadline=deadline):
             while True:
                 await self.wait()

@@ -261,58 +261,75 @@ async def open_node(name: str = "nonode", **options: Any) -> AsyncIterator[Node]
     the root supervisor's tree in reverse start order. An exception from the body
     is re-raised after that orderly shutdown; if a linked process or ``exit()``
     ended the body, :class:`ExitSignal` is raised. If the block is cancelled from
-    outside, the shutdown still runs, shielded, bounded by twice
-    ``shutdown_timeout``.
+    outside, only the body sees it: the same orderly shutdown then runs, shielded,
+    bounded by twice ``shutdown_timeout``, and the cancellation propagates.
 
     Options (validated; a bad one raises :class:`ConfigError` naming it):
     ``mailbox_size`` (default 1024) and ``shutdown_timeout`` (default 5.0 s).
     """
     node = Node(_check_node_name(name), structure_options(NodeOptions, options, "open_node()"))
-    from .supervisor import Supervisor, SupervisorSpec, server_body
 
     killer: Pid | None = None
     reason: ExitReason = NORMAL
     body_error: BaseException | None = None
-    async with trio.open_nursery() as system_nursery:
-        system_nursery.start_soon(node.call_timers.run)
-        root = node.new_process(None, parent=None)
-        node.root = root
-        root_spec = SupervisorSpec([], max_restarts=0)
-        await system_nursery.start(run_process, root, server_body(Supervisor, (root_spec,), {}))
+    async with trio.open_nursery() as keeper_nursery:
+        closed = trio.Event()
+        await keeper_nursery.start(_keep_processes, node, closed)
+        shell = node.new_process(None, parent=None)
+        node.shell = shell
+        token = set_current_process(shell)
         try:
-            async with trio.open_nursery() as spawn_nursery:
-                node.spawn_nursery = spawn_nursery
-                shell = node.new_process(None, parent=None)
-                node.shell = shell
-                token = set_current_process(shell)
+            with trio.CancelScope() as shell_scope:
+                shell.scope = shell_scope
                 try:
-                    with trio.CancelScope() as shell_scope:
-                        shell.scope = shell_scope
-                        try:
-                            yield node
-                        except BaseException as exc:
-                            body_error = exc
-                finally:
-                    reset_current_process(token)
-                if shell_scope.cancelled_caught and shell.kill_reason is not None:
-                    reason = shell.kill_reason
-                    killer = shell.killed_by or shell.pid
-                elif body_error is not None:
-                    reason = body_error if isinstance(body_error, Exception) else SHUTDOWN
-                # The body's own exception is re-raised below; logging it too would
-                # report one failure twice.
-                node.process_exited(shell, reason, log=False)
-                with trio.CancelScope(shield=True):
-                    await _stop_all(node._spawned(), node.options.shutdown_timeout)
-                spawn_nursery.cancel_scope.cancel()
-        finally:
+                    yield node
+                except BaseException as exc:
+                    body_error = exc
+            if shell_scope.cancelled_caught and shell.kill_reason is not None:
+                reason = shell.kill_reason
+                killer = shell.killed_by or shell.pid
+            elif body_error is not None:
+                reason = body_error if isinstance(body_error, Exception) else SHUTDOWN
+            # The body's own exception is re-raised below; logging it too would
+            # report one failure twice.
+            node.process_exited(shell, reason, log=False)
             with trio.CancelScope(shield=True):
-                await _stop_all([root], node.options.shutdown_timeout)
-            system_nursery.cancel_scope.cancel()
+                await _stop_all(node._spawned(), node.options.shutdown_timeout)
+                await _stop_all([node.root], node.options.shutdown_timeout)
+        finally:
+            reset_current_process(token)
+            closed.set()
     if body_error is not None:
         raise body_error
     if killer is not None:
         raise ExitSignal(killer, reason)
+
+
+async def _keep_processes(
+    node: Node, closed: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Own the node's process nurseries until ``closed`` is set.
+
+    They sit under a shield in a task of their own, so that a cancellation of the
+    ``open_node`` block from outside reaches only the block's body; the orderly
+    shutdown then runs as for any other exit, and only after it are the nurseries
+    cancelled.
+    """
+    from .supervisor import Supervisor, SupervisorSpec, server_body
+
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as system_nursery:
+            system_nursery.start_soon(node.call_timers.run)
+            root = node.new_process(None, parent=None)
+            node.root = root
+            root_body = server_body(Supervisor, (SupervisorSpec([], max_restarts=0),), {})
+            await system_nursery.start(run_process, root, root_body)
+            async with trio.open_nursery() as spawn_nursery:
+                node.spawn_nursery = spawn_nursery
+                task_status.started()
+                await closed.wait()
+                spawn_nursery.cancel_scope.cancel()
+            system_nursery.cancel_scope.cancel()
 
 
 async def _stop_all(processes: Sequence[Process], timeout: float) -> None:

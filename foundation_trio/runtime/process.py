@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
+from .checks import check_mailbox_size
 from .errors import MailboxFull, NoNodeError, NoProcess, StartError
 from .events import ProcessStarted
 from .mailbox import Mailbox, Match
@@ -349,7 +350,8 @@ def spawn(
     _check_async_callable(fn, "spawn()")
     caller = current_process("spawn()")
     node = caller.node
-    process = node.new_process(mailbox_size, parent=None, name=name)
+    size = check_mailbox_size(mailbox_size, "spawn()")
+    process = node.new_process(size, parent=None, name=name)
     if link:
         link_processes(caller, process)
     node.spawn_nursery.start_soon(run_process, process, function_body(fn, args))

@@ -34,6 +34,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
+from .checks import check_mailbox_size, check_timeout
 from .errors import CallTimeout, CallToSelf, NoProcess, ServerExited
 from .mailbox import is_nothing
 from .pid import NORMAL, ExitReason, Pid
@@ -142,6 +143,10 @@ async def call(
     server may still handle the request.
     """
     caller = current_process("call()")
+    if (timeout is not None and type(timeout) is not float) or (
+        timeout is not None and timeout != timeout
+    ):
+        timeout = check_timeout(timeout, "call()")
     node = caller.node
     if type(target) is Pid and target.node == node.name:
         server = node.processes.get(target.id)
@@ -186,6 +191,10 @@ def reply(caller: Caller, value: object) -> bool:
 
     Returns False if the caller no longer waits (it timed out or was cancelled).
     """
+    if not isinstance(caller, Caller):
+        raise TypeError(
+            f"reply() takes the Caller that handle_call received, not {type(caller).__name__}"
+        )
     return caller.reply(value)
 
 
@@ -346,7 +355,8 @@ async def start_server(
     server_class = _check_server_class(cls)
     caller = current_process("start_server()")
     node = caller.node
-    process = node.new_process(mailbox_size or server_class.mailbox_size, None, name=name)
+    size = check_mailbox_size(mailbox_size, "start_server()") or server_class.mailbox_size
+    process = node.new_process(size, None, name=name)
     pid: Pid = await node.spawn_nursery.start(
         run_process, process, server_body(server_class, args, kwargs)
     )
@@ -367,11 +377,12 @@ async def stop(
     if it has not ended within ``timeout`` (it keeps stopping).
     """
     await checkpoint_if_cancelled()
+    seconds = check_timeout(timeout, "stop()")
     process = current_process("stop()").node.lookup(target, name_must_exist=False)
     if process is None:
         raise NoProcess(target)
     process.stop(reason)
-    with trio.move_on_after(math.inf if timeout is None else timeout):
+    with trio.move_on_after(seconds):
         await process.wait_exited()
     if process.alive:
-        raise CallTimeout(target, math.inf if timeout is None else timeout)
+        raise CallTimeout(target, seconds)

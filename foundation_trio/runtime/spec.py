@@ -249,6 +249,11 @@ def check_child(
                 "significant",
                 "significant children need auto_shutdown=ANY_SIGNIFICANT or ALL_SIGNIFICANT",
             )
+    name = spec.name
+    if name is not None and not (isinstance(name, str) and name) and not _is_via(name):
+        raise InvalidChildSpec(
+            child_id, "name", f"expected None, a non-empty str or a Via, got {name!r}"
+        )
     if spec.mailbox_size is not None and (
         not isinstance(spec.mailbox_size, int) or spec.mailbox_size <= 0
     ):
@@ -260,6 +265,12 @@ def check_child(
         restart,
         float(shutdown) if not isinstance(shutdown, _BrutalKill) else shutdown,
     )
+
+
+def _is_via(name: object) -> bool:
+    from .registry import Via
+
+    return isinstance(name, Via)
 
 
 def _check_intensity(owner: object, max_restarts: object, max_seconds: object) -> None:
