@@ -281,6 +281,6 @@ async def _alive(pid: ft.Pid) -> bool:
 
 
 SupervisorModel.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=25, deadline=None
+    max_examples=300, stateful_step_count=30, deadline=None
 )
 TestSupervisorModel = SupervisorModel.TestCase
