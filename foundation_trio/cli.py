@@ -119,6 +119,8 @@ def _describe(event: ft.LifecycleEvent) -> str:
             return f"{event.name}: {child_id!r} as {pid} ({strategy})"
         case ft.ProcessExited(pid=pid, reason=reason):
             return f"{event.name}: {pid} reason={reason!r}"
+        case ft.ProcessStarted(pid=pid, parent=parent):
+            return f"{event.name}: {pid} under {parent}"
         case _:
             return repr(event)
 
