@@ -107,6 +107,7 @@ class Registry:
         # key -> process -> values (a list: duplicate registries allow repeats)
         self._entries: dict[Hashable, dict[Process, list[Any]]] = {}
         self._by_process: dict[Process, set[Hashable]] = {}
+        self._keys_by_pid: dict[Pid, set[Hashable]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -151,10 +152,10 @@ class Registry:
         holders.setdefault(process, []).append(value)
         keys = self._by_process.get(process)
         if keys is None:
-            keys = self._by_process[process] = set()
+            keys = self._by_process[process] = self._keys_by_pid[process.pid] = set()
             process.add_exit_hook(self._on_exit)
         keys.add(key)
-        self._notify("register", key, process.pid, value)
+        self._notify("register", key, process, value)
 
     def _remove(self, key: Hashable, process: Process) -> None:
         holders = self._entries.get(key)
@@ -168,26 +169,23 @@ class Registry:
             keys.discard(key)
             if not keys:
                 del self._by_process[process]
+                del self._keys_by_pid[process.pid]
                 process.remove_exit_hook(self._on_exit)
         for value in values:
-            self._notify("unregister", key, process.pid, value)
+            self._notify("unregister", key, process, value)
 
     def _on_exit(self, process: Process, reason: ExitReason) -> None:
         for key in list(self._by_process.get(process, ())):
             self._remove(key, process)
 
     def _notify(
-        self, kind: Literal["register", "unregister"], key: Hashable, pid: Pid, value: Any
+        self, kind: Literal["register", "unregister"], key: Hashable, owner: Process, value: Any
     ) -> None:
         if not self.listeners:
             return
-        event = RegistryEvent(kind, self.name, key, pid, value)
-        try:
-            node = current_process().node
-        except Exception:
-            return
+        event = RegistryEvent(kind, self.name, key, owner.pid, value)
         for listener in self.listeners:
-            process = node.lookup(listener, name_must_exist=False)
+            process = owner.node.lookup(listener, name_must_exist=False)
             if process is not None:
                 process.mailbox.put(event)
 
@@ -224,10 +222,7 @@ class Registry:
 
     def keys(self, pid: Pid) -> list[Hashable]:
         """The keys ``pid`` is registered under."""
-        for process, keys in self._by_process.items():
-            if process.pid == pid:
-                return list(keys)
-        return []
+        return list(self._keys_by_pid.get(pid, ()))
 
     def all_keys(self) -> list[Hashable]:
         return list(self._entries)
