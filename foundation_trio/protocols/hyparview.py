@@ -23,6 +23,13 @@ Protocol summary (see ``docs/membership.md``):
   many of its passive ids and both merge, evicting first the ids they sent.
 * ``DISCONNECT(leaving)`` removes the sender from the receiver's active view; the sender
   goes to the passive view unless it is leaving the cluster.
+* Extension (``probe_active_view``): a node sends a ``PROBE`` on every active link when
+  it refuses a low-priority ``NEIGHBOR`` because its view looks full, and when one of its
+  active links fails. When links are the only failure detector, a node whose members
+  crashed does not know it until it sends: the probe checks the view a refusal is based
+  on, and after one failure (failures are often correlated) finds the others, so that
+  the node's own requests carry the right priority. A slot freed that way goes first to
+  a node that asked for one recently.
 
 Effects and link events are the records of :mod:`foundation_trio.protocols.common`.
 Timers run from :meth:`HyParView.tick`; with ``shuffle_period=None`` the owner runs the
@@ -62,6 +69,7 @@ __all__ = [
     "JoinAccept",
     "Neighbor",
     "NeighborReply",
+    "Probe",
     "Shuffle",
     "ShuffleReply",
 ]
@@ -77,6 +85,11 @@ class HyParViewConfig:
     the next passive candidate is tried. ``full_view_accept_probability`` is an
     extension: the chance that a node with a full active view still accepts a
     low-priority ``NEIGHBOR`` (evicting a random member); 0, the paper's rule, by default.
+    ``probe_active_view`` (an extension, on by default) makes a node send a
+    :class:`Probe` on each active link (at most once per ``neighbor_request_timeout``)
+    when it refuses a low-priority ``NEIGHBOR`` for want of a free slot and when an
+    active link fails, so that members that crashed silently are found by the failed
+    sends; a slot freed that way is offered first to the refused requester.
     """
 
     active_view_size: int = 5
@@ -89,6 +102,7 @@ class HyParViewConfig:
     shuffle_period: float | None = 10.0
     neighbor_request_timeout: float = 5.0
     full_view_accept_probability: float = 0.0
+    probe_active_view: bool = True
 
     def __attrs_post_init__(self) -> None:
         owner = "HyParViewConfig"
@@ -165,6 +179,13 @@ class NeighborReply:
 
 
 @attrs.frozen(slots=True)
+class Probe:
+    """No-op message that exercises an active link: on a dead link the send fails."""
+
+    sender: NodeId
+
+
+@attrs.frozen(slots=True)
 class Disconnect:
     """``sender`` dropped the receiver from its active view (or is leaving the cluster)."""
 
@@ -203,11 +224,13 @@ class HyParView:
 
     __slots__ = (
         "_active",
+        "_last_probe_at",
         "_last_shuffle_sent",
         "_left",
         "_next_shuffle_at",
         "_passive",
         "_pending",
+        "_refused",
         "_tried",
         "config",
         "node_id",
@@ -233,6 +256,9 @@ class HyParView:
         self._pending: dict[NodeId, float] = {}
         # Passive candidates already tried since the last maintenance round.
         self._tried: set[NodeId] = set()
+        # Requesters refused for want of a free slot -> when; offered a slot first.
+        self._refused: dict[NodeId, float] = {}
+        self._last_probe_at: float | None = None
         self._last_shuffle_sent: tuple[NodeId, ...] = ()
         self._next_shuffle_at: float | None = None
         self._left = False
@@ -305,6 +331,7 @@ class HyParView:
         self._passive.clear()
         self._pending.clear()
         self._tried.clear()
+        self._refused.clear()
         self._next_shuffle_at = None
         self._left = True
         return out
@@ -426,6 +453,29 @@ class HyParView:
         else:
             self._add_passive(requester, ())
             out.append(Send(requester, NeighborReply(self.node_id, accepted=False)))
+            if self.config.probe_active_view:
+                # Links are the failure detector, and a dead link is found only by using
+                # it: a survivor whose members all crashed sees a full view and would
+                # refuse every low-priority request until its next shuffle. Check the
+                # view, and offer a slot the probes free to this requester first.
+                if len(self._refused) >= self.config.active_view_size:
+                    del self._refused[next(iter(self._refused))]
+                self._refused.pop(requester, None)
+                self._refused[requester] = now
+                self._probe_active_view(now, out)
+
+    def _probe_active_view(self, now: float, out: list[object]) -> None:
+        """Send a :class:`Probe` on every active link; failures come back as LinkDown."""
+        last = self._last_probe_at
+        if last is not None and now - last < self.config.neighbor_request_timeout:
+            return
+        self._last_probe_at = now
+        probe = Probe(self.node_id)
+        out.extend(Send(peer, probe) for peer in self._active)
+
+    def _on_probe(self, event: object, now: float, out: list[object]) -> None:
+        assert isinstance(event, Probe)
+        # Nothing to do: the message only tests the sender's link to us.
 
     def _on_neighbor_reply(self, event: object, now: float, out: list[object]) -> None:
         assert isinstance(event, NeighborReply)
@@ -486,12 +536,18 @@ class HyParView:
         peer = event.peer
         # A broken link is HyParView's failure verdict: the peer is gone from both views.
         self._remove_passive(peer)
+        self._refused.pop(peer, None)
         if peer in self._active:
             self._active.remove(peer)
             out.append(NeighborDown(peer))
-        elif self._pending.pop(peer, None) is None:
-            return
-        self._refill(now, out)
+            self._refill(now, out)
+            if self._active and self.config.probe_active_view:
+                # Crashes are often correlated: check the remaining members too, so
+                # that a node whose members all died finds its view empty and asks
+                # for neighbours with high priority.
+                self._probe_active_view(now, out)
+        elif self._pending.pop(peer, None) is not None:
+            self._refill(now, out)
 
     # ------------------------------------------------------------------ view helpers
 
@@ -553,6 +609,10 @@ class HyParView:
         """Ask passive candidates to fill every free active slot (one request per slot)."""
         size = self.config.active_view_size
         while len(self._active) + len(self._pending) < size:
+            candidate = self._recently_refused(now)
+            if candidate is not None:
+                self._ask(candidate, now, out)
+                continue
             candidates = [
                 peer
                 for peer in self._passive
@@ -560,12 +620,28 @@ class HyParView:
             ]
             if not candidates:
                 return
-            candidate = self.rng.choice(candidates)
-            self._tried.add(candidate)
-            self._pending[candidate] = now + self.config.neighbor_request_timeout
-            high = not self._active
-            out.append(Connect(candidate))
-            out.append(Send(candidate, Neighbor(self.node_id, high_priority=high)))
+            self._ask(self.rng.choice(candidates), now, out)
+
+    def _recently_refused(self, now: float) -> NodeId | None:
+        """Pop the latest requester refused within ``neighbor_request_timeout``, if any.
+
+        It asked for a slot, so it was alive and short of neighbours moments ago: a
+        better candidate than a random passive id, which may have crashed long since.
+        """
+        horizon = now - self.config.neighbor_request_timeout
+        refused = self._refused
+        while refused:
+            peer, when = refused.popitem()
+            if when >= horizon and peer not in self._active and peer not in self._pending:
+                return peer
+        return None
+
+    def _ask(self, candidate: NodeId, now: float, out: list[object]) -> None:
+        self._tried.add(candidate)
+        self._pending[candidate] = now + self.config.neighbor_request_timeout
+        high = not self._active
+        out.append(Connect(candidate))
+        out.append(Send(candidate, Neighbor(self.node_id, high_priority=high)))
 
 
 HyParView._HANDLERS.update(
@@ -575,6 +651,7 @@ HyParView._HANDLERS.update(
         ForwardJoin: HyParView._on_forward_join,
         Neighbor: HyParView._on_neighbor,
         NeighborReply: HyParView._on_neighbor_reply,
+        Probe: HyParView._on_probe,
         Disconnect: HyParView._on_disconnect,
         Shuffle: HyParView._on_shuffle,
         ShuffleReply: HyParView._on_shuffle_reply,

@@ -24,6 +24,7 @@ from foundation_trio.protocols.hyparview import (
     JoinAccept,
     Neighbor,
     NeighborReply,
+    Probe,
     Shuffle,
     ShuffleReply,
 )
@@ -183,11 +184,105 @@ def test_low_priority_neighbor_is_accepted_with_a_free_slot() -> None:
 
 
 def test_low_priority_neighbor_is_rejected_when_full() -> None:
-    core = with_active(make(active_view_size=2), ["a", "b"])
+    core = with_active(make(active_view_size=2, probe_active_view=False), ["a", "b"])
     effects = core.handle(Neighbor("p", high_priority=False), 0.0)
     assert sends(effects) == [("p", NeighborReply("me", accepted=False))]
     assert core.active_view == ("a", "b")
     assert "p" in core.passive_view
+
+
+def test_refusal_probes_every_active_link_at_most_once_per_request_timeout() -> None:
+    core = with_active(make(active_view_size=2, neighbor_request_timeout=2.0), ["a", "b"])
+    effects = core.handle(Neighbor("p", high_priority=False), 0.0)
+    assert sends(effects) == [
+        ("p", NeighborReply("me", accepted=False)),
+        ("a", Probe("me")),
+        ("b", Probe("me")),
+    ]
+    # A second refusal within the timeout does not probe again; after it, it does.
+    assert sends(core.handle(Neighbor("q", high_priority=False), 1.0)) == [
+        ("q", NeighborReply("me", accepted=False))
+    ]
+    assert ("a", Probe("me")) in sends(core.handle(Neighbor("r", high_priority=False), 2.5))
+
+
+def test_slot_freed_by_a_failed_probe_goes_to_the_refused_requester_first() -> None:
+    # Without this, a survivor whose members all crashed silently refused every
+    # low-priority request until its own next shuffle (detect-on-send failure model).
+    core = with_passive(with_active(make(active_view_size=2), ["a", "b"]), ["x1", "x2", "x3"])
+    core.handle(Neighbor("p", high_priority=False), 0.0)
+    effects = core.handle(LinkDown("a"), 0.1)
+    assert sends(effects) == [("p", Neighbor("me", high_priority=False))]
+    assert Connect("p") in effects
+    effects = core.handle(LinkDown("b"), 0.1)
+    # The requester is already asked; the second slot goes to a passive node, and the
+    # view is now empty, so with high priority.
+    (asked,) = [to for to, m in sends(effects) if isinstance(m, Neighbor)]
+    assert asked in {"x1", "x2", "x3"}
+    assert set(core.pending_neighbor_requests) == {"p", asked}
+    core.handle(NeighborReply("p", accepted=True), 0.2)
+    assert core.active_view == ("p",)
+
+
+def test_a_stale_refused_requester_is_not_preferred() -> None:
+    core = with_passive(
+        with_active(make(active_view_size=2, neighbor_request_timeout=1.0), ["a", "b"]), ["x"]
+    )
+    core.handle(Neighbor("p", high_priority=False), 0.0)
+    core.handle(LinkDown("p"), 0.0)  # it died meanwhile: forgotten
+    assert sends(core.handle(LinkDown("a"), 0.1)) == [("x", Neighbor("me", high_priority=False))]
+    core = with_passive(
+        with_active(make(active_view_size=2, neighbor_request_timeout=1.0), ["a", "b"]), ["x"]
+    )
+    # Refused too long ago to be a better bet than a passive id chosen at random.
+    asked = set()
+    for seed in range(10):
+        core = with_passive(
+            with_active(
+                make(seed=seed, active_view_size=2, neighbor_request_timeout=1.0), ["a", "b"]
+            ),
+            [f"x{i}" for i in range(9)],
+        )
+        core.handle(Neighbor("p", high_priority=False), 0.0)
+        effects = core.handle(LinkDown("a"), 5.0)
+        ((to, _),) = [(to, m) for to, m in sends(effects) if isinstance(m, Neighbor)]
+        asked.add(to)
+    assert len(asked) > 1
+
+
+def test_a_failed_active_link_probes_the_remaining_members() -> None:
+    core = with_passive(with_active(make(active_view_size=3), ["a", "b", "c"]), ["x"])
+    effects = core.handle(LinkDown("a"), 1.0)
+    assert sends(effects) == [
+        ("x", Neighbor("me", high_priority=False)),
+        ("b", Probe("me")),
+        ("c", Probe("me")),
+    ]
+    # Both probes fail: the view is empty, so the next request is high priority.
+    core.handle(LinkDown("b"), 1.1)
+    core.handle(LinkDown("c"), 1.1)
+    assert core.active_view == ()
+    core.handle(Neighbor("p", high_priority=False), 1.2)
+    assert core.active_view == ("p",)
+    core2 = with_passive(with_active(make(active_view_size=2), ["a", "b"]), ["x", "y"])
+    core2.handle(LinkDown("a"), 1.0)
+    core2.handle(LinkDown("b"), 1.1)
+    effects = core2.handle(NeighborReply("x", accepted=False), 1.2)
+    effects += core2.handle(NeighborReply("y", accepted=False), 1.2)
+    assert not [m for _, m in sends(effects) if isinstance(m, Probe)]
+
+
+def test_without_probing_a_failed_link_sends_only_the_refill() -> None:
+    core = make(active_view_size=3, probe_active_view=False)
+    core = with_passive(with_active(core, ["a", "b", "c"]), ["x"])
+    assert sends(core.handle(LinkDown("a"), 1.0)) == [("x", Neighbor("me", high_priority=False))]
+
+
+def test_probe_is_a_no_op_for_its_receiver() -> None:
+    core = with_active(make(), ["a"])
+    assert core.handle(Probe("a"), 0.0) == []
+    assert core.handle(Probe("stranger"), 0.0) == []
+    assert core.active_view == ("a",)
 
 
 def test_low_priority_neighbor_accepted_when_full_with_probability_one() -> None:

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from foundation_trio.protocols.fullmesh import FullMesh, MeshConfig
-from foundation_trio.protocols.hyparview import HyParView
+from foundation_trio.protocols.hyparview import HyParView, HyParViewConfig
 from foundation_trio.sim import (
     SimConfig,
     Simulator,
@@ -165,7 +165,9 @@ def test_leave_removes_the_node_from_every_active_view() -> None:
         assert "n4" not in membership.active_view
     for peer in former:
         # Told by DISCONNECT(leaving): forgotten entirely, not kept as a backup.
-        assert "n4" not in sim.node(peer).membership.passive_view  # type: ignore[attr-defined]
+        membership = sim.node(peer).membership
+        assert isinstance(membership, HyParView)
+        assert "n4" not in membership.passive_view
     assert sim.largest_component_fraction() == 1.0
 
 
@@ -183,6 +185,21 @@ def test_failure_experiment_heals_within_rounds_when_crashes_are_found_by_sendin
     assert result.rounds_to_heal is not None
     assert result.round_reliability[-1] == 1.0 if result.round_reliability else True
     assert len(result.round_messages_per_node) == result.rounds_to_heal
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_silent_crash_of_80_percent_is_repaired_during_the_first_broadcast(seed: int) -> None:
+    # Detect-on-send only. A survivor whose members all crashed does not know it; with the
+    # paper's NEIGHBOR rule alone it refuses every low-priority request until its own next
+    # shuffle, and the first broadcast stays within the source's few live neighbours.
+    # Probing the active view on refusal and on a failed link lets the repair carry it.
+    def first_reliability(probe: bool) -> float:
+        hyparview = HyParViewConfig(shuffle_period=None, probe_active_view=probe)
+        sim = overlay(200, seed, hyparview=hyparview)
+        return measure_failure(sim, 0.8, first_broadcasts=1, max_rounds=0).first_reliability[0]
+
+    assert first_reliability(probe=True) >= 0.9
+    assert first_reliability(probe=False) <= 0.5
 
 
 def test_full_mesh_runs_in_the_simulator() -> None:
