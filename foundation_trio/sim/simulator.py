@@ -38,7 +38,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, cast
+from typing import Protocol
 
 import attrs
 
@@ -191,7 +191,9 @@ class Simulator:
         self.now = 0.0
         self.nodes: list[SimNode] = []
         self._index: dict[NodeId, int] = {}
-        self._heap: list[tuple[float, int, int, int, object]] = []
+        # (time, sequence, kind, target index, peer index or -1, payload). The peer is
+        # the sender of a message or the other end of a failed link.
+        self._heap: list[tuple[float, int, int, int, int, object]] = []
         self._seq = 0
         self._partitioned = False
         # Links cut by a partition, as unordered index pairs. A TCP connection that broke
@@ -364,17 +366,15 @@ class Simulator:
         pop = heapq.heappop
         processed = 0
         while heap and heap[0][0] <= end:
-            time, _, kind, target, payload = pop(heap)
+            time, _, kind, target, peer_index, payload = pop(heap)
             node = nodes[target]
             if not node.alive:
                 continue
             self.now = time
             processed += 1
             if kind == _MESSAGE:
-                if self._partitioned:
-                    sender = nodes[self._index[payload.sender]]  # type: ignore[attr-defined]
-                    if sender.group != node.group:
-                        continue
+                if self._partitioned and nodes[peer_index].group != node.group:
+                    continue
                 if type(payload) in _PLUMTREE_MESSAGES:
                     effects = node.broadcast.handle(payload, time)
                 else:
@@ -382,8 +382,8 @@ class Simulator:
             elif kind == _LINK_EVENT:
                 effects = node.membership.handle(payload, time)
             elif kind == _LINK_FAILURE:
-                peer_index, generation = cast(tuple[int, int], payload)
-                if self._link_generation.get(_pair(target, peer_index), 0) != generation:
+                # The payload is the generation of the connection the failure was seen on.
+                if self._link_generation.get(_pair(target, peer_index), 0) != payload:
                     continue  # that connection was replaced by a newer one
                 effects = node.membership.handle(LinkDown(nodes[peer_index].node_id), time)
             elif kind == _TICK:
@@ -426,7 +426,7 @@ class Simulator:
         period = self.config.round_period
         for node in self.nodes:
             if node.alive and node.joined:
-                self._push(start + period * self.rng.random(), _ROUND, node.index, None)
+                self._push(start + period * self.rng.random(), _ROUND, node.index, -1, None)
         self.run_until(start + period)
         return self.messages_sent - before
 
@@ -437,14 +437,14 @@ class Simulator:
 
     # ------------------------------------------------------------------ internals
 
-    def _push(self, time: float, kind: int, target: int, payload: object) -> None:
+    def _push(self, time: float, kind: int, target: int, peer: int, payload: object) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (time, self._seq, kind, target, payload))
+        heapq.heappush(self._heap, (time, self._seq, kind, target, peer, payload))
 
     def _link_failure(self, node_index: int, peer_index: int, delay: float) -> None:
         """Schedule a LinkDown at ``node_index`` for its current connection to the peer."""
         generation = self._link_generation.get(_pair(node_index, peer_index), 0)
-        self._push(self.now + delay, _LINK_FAILURE, node_index, (peer_index, generation))
+        self._push(self.now + delay, _LINK_FAILURE, node_index, peer_index, generation)
 
     def _latency(self, source: int, target: int) -> float:
         config = self.config
@@ -462,37 +462,38 @@ class Simulator:
             if deadline < self.now:
                 deadline = self.now
             node.tick_at = deadline
-            self._push(deadline, _TICK, node.index, None)
+            self._push(deadline, _TICK, node.index, -1, None)
 
     def _apply(self, node: SimNode, effects: list[object]) -> None:
         for effect in effects:
-            kind = type(effect)
-            if kind is Send:
-                self._send(node, effect)  # type: ignore[arg-type]
-            elif kind is Deliver:
-                self._record_delivery(node, effect)  # type: ignore[arg-type]
-            elif kind is NeighborUp or kind is NeighborDown:
-                self._apply(node, node.broadcast.handle(effect, self.now))
-            elif kind is Connect:
-                target = self._index.get(effect.peer)  # type: ignore[attr-defined]
-                if target is None or not self._reachable(node, self.nodes[target]):
-                    self._push(
-                        self.now + self.config.connect_timeout,
-                        _LINK_EVENT,
-                        node.index,
-                        ConnectFailed(effect.peer),  # type: ignore[attr-defined]
-                    )
-                else:
-                    # A fresh connection replaces any earlier one, broken or not.
-                    pair = _pair(node.index, target)
-                    self._link_generation[pair] = self._link_generation.get(pair, 0) + 1
-                    self._broken_links.discard(pair)
-            elif kind is CloseLink:
-                # Links are implicit in the simulated network; the protocols tell the
-                # other side themselves (DISCONNECT), so closing needs no event.
-                continue
-            else:
-                raise TypeError(f"the simulator cannot carry out {kind.__name__}")
+            match effect:
+                case Send():
+                    self._send(node, effect)
+                case Deliver():
+                    self._record_delivery(node, effect)
+                case NeighborUp() | NeighborDown():
+                    self._apply(node, node.broadcast.handle(effect, self.now))
+                case Connect(peer=peer):
+                    target = self._index.get(peer)
+                    if target is None or not self._reachable(node, self.nodes[target]):
+                        self._push(
+                            self.now + self.config.connect_timeout,
+                            _LINK_EVENT,
+                            node.index,
+                            -1,
+                            ConnectFailed(peer),
+                        )
+                    else:
+                        # A fresh connection replaces any earlier one, broken or not.
+                        pair = _pair(node.index, target)
+                        self._link_generation[pair] = self._link_generation.get(pair, 0) + 1
+                        self._broken_links.discard(pair)
+                case CloseLink():
+                    # Links are implicit in the simulated network; the protocols tell the
+                    # other side themselves (DISCONNECT), so closing needs no event.
+                    continue
+                case _:
+                    raise TypeError(f"the simulator cannot carry out {type(effect).__name__}")
 
     def _reachable(self, source: SimNode, target: SimNode) -> bool:
         return target.alive and (not self._partitioned or source.group == target.group)
@@ -518,9 +519,8 @@ class Simulator:
             return
         if self.config.loss_rate and self.rng.random() < self.config.loss_rate:
             return
-        self._push(
-            self.now + self._latency(node.index, target_index), _MESSAGE, target_index, message
-        )
+        delay = self._latency(node.index, target_index)
+        self._push(self.now + delay, _MESSAGE, target_index, node.index, message)
 
     def _record_delivery(self, node: SimNode, deliver: Deliver) -> None:
         record = self._broadcasts.get(deliver.message_id)
