@@ -14,6 +14,8 @@ that same overlay measures:
 The failure-discovery models: ``detect_on_send`` is the paper's (a crash is found only by
 sending to the dead node); ``link_heartbeat_1s`` adds what a link heartbeat or a TCP
 reset gives a real driver (every neighbour learns of a crash after one second).
+``detect_on_send_no_probe`` is ``detect_on_send`` with HyParView's ``probe_active_view``
+extension off, i.e. the paper's NEIGHBOR rule alone, kept as the reference.
 
 Usage: ``python benchmarks/gossip_sim.py [--quick]``; ``--quick`` runs small clusters.
 """
@@ -32,11 +34,17 @@ from typing import Any
 
 import attrs
 
+from foundation_trio.protocols.hyparview import HyParView
 from foundation_trio.sim.experiments import build_overlay, measure_failure, measure_steady_state
 from foundation_trio.sim.simulator import SimConfig, Simulator
 
 FAILURE_FRACTIONS = (0.10, 0.50, 0.80, 0.90, 0.95)
-DETECTION_MODELS: dict[str, float | None] = {"detect_on_send": None, "link_heartbeat_1s": 1.0}
+# model name -> (crash_detection_delay, HyParView probe_active_view)
+DETECTION_MODELS: dict[str, tuple[float | None, bool]] = {
+    "detect_on_send": (None, True),
+    "link_heartbeat_1s": (1.0, True),
+    "detect_on_send_no_probe": (None, False),
+}
 
 
 def _median(values: list[float]) -> float | None:
@@ -66,11 +74,16 @@ def run_seed(size: int, seed: int, stabilisation_rounds: int) -> dict[str, Any]:
     del plumtree_sim, flooding_sim
 
     failures: dict[str, dict[str, Any]] = {}
-    for model, delay in DETECTION_MODELS.items():
+    for model, (delay, probe) in DETECTION_MODELS.items():
         failures[model] = {}
         for fraction in FAILURE_FRACTIONS:
             trial: Simulator = pickle.loads(snapshot)
             trial.config = attrs.evolve(trial.config, crash_detection_delay=delay)
+            if not probe:
+                for node in trial.nodes:
+                    membership = node.membership
+                    assert isinstance(membership, HyParView)
+                    membership.config = attrs.evolve(membership.config, probe_active_view=False)
             result = measure_failure(trial, fraction, first_broadcasts=5, max_rounds=10)
             failures[model][f"{fraction:.2f}"] = {
                 "survivors": result.survivors,
