@@ -37,6 +37,16 @@ class RegistryClosed(FoundationError):
     """The registry's owning child is not running."""
 
 
+class _Entry:
+    """One registration: a process and its value (mutable for ``update_value``)."""
+
+    __slots__ = ("process", "value")
+
+    def __init__(self, process: Process, value: Any) -> None:
+        self.process = process
+        self.value = value
+
+
 @attrs.frozen(slots=True)
 class RegistryEvent:
     """Sent to a registry's listeners: ``kind`` is ``"register"`` or ``"unregister"``."""
@@ -73,7 +83,7 @@ class Via:
         entries = self.registry._entries.get(self.key)
         if not entries:
             return None
-        process = next(iter(entries))
+        process = entries[0].process
         return process if process.node is node and process.alive else None
 
     def register_process(self, process: Process) -> None:
@@ -105,7 +115,8 @@ class Registry:
         self.name = name
         self.listeners = list(listeners)
         # key -> process -> values (a list: duplicate registries allow repeats)
-        self._entries: dict[Hashable, dict[Process, list[Any]]] = {}
+        # key -> entries in registration order (one at most in a unique registry)
+        self._entries: dict[Hashable, list[_Entry]] = {}
         self._by_process: dict[Process, set[Hashable]] = {}
         self._keys_by_pid: dict[Pid, set[Hashable]] = {}
         self._closed = False
@@ -131,25 +142,24 @@ class Registry:
         """Unique registries: replace the calling process's value under ``key`` with
         ``update(old)``; return the new value. :class:`NoProcess` if it holds none."""
         process = current_process("Registry.update_value()")
-        values = self._entries.get(key, {}).get(process)
-        if values is None:
-            raise NoProcess(f"{key!r} in {self.name} (not registered by {process.pid})")
-        values[0] = update(values[0])
-        return values[0]
+        for entry in self._entries.get(key, ()):
+            if entry.process is process:
+                entry.value = update(entry.value)
+                return entry.value
+        raise NoProcess(f"{key!r} in {self.name} (not registered by {process.pid})")
 
     def _check_free(self, key: Hashable) -> None:
         if self._closed:
             raise RegistryClosed(f"registry {self.name!r} is closed: its owner is not running")
-        holders = self._entries.get(key)
-        if self.kind == "unique" and holders:
-            raise AlreadyStarted(key, next(iter(holders)).pid)
+        entries = self._entries.get(key)
+        if self.kind == "unique" and entries:
+            raise AlreadyStarted(key, entries[0].process.pid)
 
     def _add(self, key: Hashable, process: Process, value: Any) -> None:
         self._check_free(key)
         if not process.alive:
             raise NoProcess(process.pid)
-        holders = self._entries.setdefault(key, {})
-        holders.setdefault(process, []).append(value)
+        self._entries.setdefault(key, []).append(_Entry(process, value))
         keys = self._by_process.get(process)
         if keys is None:
             keys = self._by_process[process] = self._keys_by_pid[process.pid] = set()
@@ -158,11 +168,16 @@ class Registry:
         self._notify("register", key, process, value)
 
     def _remove(self, key: Hashable, process: Process) -> None:
-        holders = self._entries.get(key)
-        if not holders or process not in holders:
+        entries = self._entries.get(key)
+        if not entries:
             return
-        values = holders.pop(process)
-        if not holders:
+        values = [e.value for e in entries if e.process is process]
+        if not values:
+            return
+        kept = [e for e in entries if e.process is not process]
+        if kept:
+            self._entries[key] = kept
+        else:
             del self._entries[key]
         keys = self._by_process.get(process)
         if keys is not None:
@@ -193,16 +208,12 @@ class Registry:
 
     def lookup(self, key: Hashable) -> list[tuple[Pid, Any]]:
         """``(pid, value)`` for every entry under ``key``, in registration order."""
-        return [
-            (process.pid, value)
-            for process, values in self._entries.get(key, {}).items()
-            for value in values
-        ]
+        return [(e.process.pid, e.value) for e in self._entries.get(key, ())]
 
     def whereis(self, key: Hashable) -> Pid | None:
         """Unique registries: the pid under ``key``, or None."""
-        holders = self._entries.get(key)
-        return next(iter(holders)).pid if holders else None
+        entries = self._entries.get(key)
+        return entries[0].process.pid if entries else None
 
     def dispatch(self, key: Hashable, fn: Callable[[list[tuple[Pid, Any]]], T]) -> T | None:
         """Call ``fn(entries)`` in the calling task with the entries under ``key``;
@@ -217,8 +228,8 @@ class Registry:
     def count(self, key: Hashable | None = None) -> int:
         """The number of entries (under ``key``, or in all)."""
         if key is not None:
-            return sum(len(v) for v in self._entries.get(key, {}).values())
-        return sum(len(v) for holders in self._entries.values() for v in holders.values())
+            return len(self._entries.get(key, ()))
+        return sum(len(entries) for entries in self._entries.values())
 
     def keys(self, pid: Pid) -> list[Hashable]:
         """The keys ``pid`` is registered under."""
