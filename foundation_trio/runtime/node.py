@@ -274,7 +274,10 @@ async def open_node(name: str = "nonode", **options: Any) -> AsyncIterator[Node]
     body_error: BaseException | None = None
     async with trio.open_nursery() as keeper_nursery:
         closed = trio.Event()
-        await keeper_nursery.start(_keep_processes, node, closed)
+        # Shielded: in an already-cancelled scope trio would leave the keeper in its
+        # temporary start nursery, and start() would wait for it for ever.
+        with trio.CancelScope(shield=True):
+            await keeper_nursery.start(_keep_processes, node, closed)
         shell = node.new_process(None, parent=None)
         node.shell = shell
         token = set_current_process(shell)
