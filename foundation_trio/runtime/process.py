@@ -199,7 +199,7 @@ def self_pid() -> Pid:
 # -- running a process ------------------------------------------------------------
 
 
-class _StartGate:
+class StartGate:
     """Wraps trio's task status to remember whether the process reported readiness."""
 
     __slots__ = ("_status", "pid", "ready")
@@ -217,7 +217,7 @@ class _StartGate:
         status.started(self.pid)
 
 
-Body = Callable[[_StartGate], Awaitable[object]]
+Body = Callable[[StartGate], Awaitable[object]]
 """A process body: it reports readiness through the gate and may return its exit
 reason (anything else, including None, means :data:`NORMAL`)."""
 
@@ -247,7 +247,7 @@ async def run_process(
     node = process.node
     if node.lifecycle_hooks:
         node.emit(ProcessStarted(pid=process.pid, parent=process.parent))
-    gate = _StartGate(task_status, process.pid)
+    gate = StartGate(task_status, process.pid)
     reports_start = task_status is not trio.TASK_STATUS_IGNORED
     del task_status  # held by the gate until readiness, then released
     reason: ExitReason = SHUTDOWN
@@ -303,7 +303,7 @@ def function_body(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -
     """
     takes_status = _takes_task_status(fn)
 
-    async def body(gate: _StartGate) -> None:
+    async def body(gate: StartGate) -> None:
         if takes_status:
             await _awaitable(fn(*args, task_status=gate), fn)
         else:

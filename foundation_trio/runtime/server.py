@@ -38,7 +38,7 @@ from .checks import check_mailbox_size, check_timeout
 from .errors import CallTimeout, CallToSelf, NoProcess, ServerExited
 from .mailbox import is_nothing
 from .pid import NORMAL, ExitReason, Pid
-from .process import Body, Process, Target, _StartGate, current_process, deliver, run_process
+from .process import Body, Process, StartGate, Target, current_process, deliver, run_process
 
 logger = logging.getLogger("foundation_trio.server")
 
@@ -260,7 +260,7 @@ class GenServer:
     # -- the loop -------------------------------------------------------------------
 
     async def _serve(
-        self, gate: _StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, gate: StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ExitReason:
         """Run the server: ``init``, then messages until stopped, then ``terminate``.
 
@@ -320,7 +320,7 @@ class _ServerBody:
         self.args = args
         self.kwargs = kwargs
 
-    def __call__(self, gate: _StartGate) -> Coroutine[Any, Any, ExitReason]:
+    def __call__(self, gate: StartGate) -> Coroutine[Any, Any, ExitReason]:
         return self.cls()._serve(gate, self.args, self.kwargs)
 
 

@@ -34,8 +34,8 @@ from .pid import KILLED, SHUTDOWN, Exit, ExitReason, Pid, Shutdown, is_orderly
 from .process import (
     Body,
     Process,
+    StartGate,
     Target,
-    _StartGate,
     current_process,
     function_body,
     link_processes,
@@ -196,7 +196,7 @@ class _SupervisorBase(GenServer):
     _max_seconds: float
 
     async def _serve(
-        self, gate: _StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, gate: StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ExitReason:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
