@@ -56,6 +56,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+from _helpers import all_tasks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -425,19 +426,6 @@ class Recorder:
 # -- the scenario -------------------------------------------------------------------------------
 
 
-def all_tasks() -> set[trio.lowlevel.Task]:
-    found: set[trio.lowlevel.Task] = set()
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        if task is None:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return found
-
-
 async def settle(rec: Recorder) -> None:
     """Wait until nothing runs and no slow ``terminate`` is under way."""
     while True:
@@ -598,7 +586,9 @@ async def body(
         await check_tree(rec)
 
 
-async def scenario(tree: tuple[SupPlan, ...], steps: list[Any], cancel_at: float | None) -> None:
+async def scenario(
+    tree: tuple[SupPlan, ...], steps: list[Any], cancel_at: float | None
+) -> Recorder:
     rec = Recorder(tree)
     body_ended: float | None = None
 
@@ -626,10 +616,10 @@ async def scenario(tree: tuple[SupPlan, ...], steps: list[Any], cancel_at: float
     assert body_ended is not None
     assert left - body_ended <= 2 * SHUTDOWN_TIMEOUT, (body_ended, left)
     assert after == before, "open_node left tasks behind"
-    assert rec.problems == []
     never_exited = set(rec.parent) - set(rec.exited)
     assert not never_exited, never_exited
     assert rec.functions_started == rec.functions_finished
+    return rec
 
 
 @contextlib.contextmanager
@@ -657,10 +647,13 @@ def quiet_runtime_logs() -> Iterator[None]:
     cancel_at=st.one_of(st.none(), st.none(), st.integers(0, 200).map(lambda t: t / 10)),
 )
 def test_chaos(tree: tuple[SupPlan, ...], steps: list[Any], cancel_at: float | None) -> None:
+    """The scenario asserts the invariants after every step and at the end; the
+    consistency problems its hooks collected are checked here."""
     with quiet_runtime_logs():
-        trio.run(
+        rec = trio.run(
             scenario, tree, steps, cancel_at, clock=trio.testing.MockClock(autojump_threshold=0)
         )
+    assert rec.problems == []
 
 
 _ENTER_CANCELLED = """

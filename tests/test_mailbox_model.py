@@ -342,4 +342,5 @@ async def _run(capacity: int, ops: list[tuple[Any, ...]]) -> None:
     ops=st.lists(operations, max_size=60),
 )
 def test_mailbox_matches_a_list_model(capacity: int, ops: list[tuple[Any, ...]]) -> None:
+    """``_run`` asserts after every operation that the real mailbox equals the model."""
     trio.run(_run, capacity, ops, clock=trio.testing.MockClock(autojump_threshold=0))

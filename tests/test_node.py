@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _helpers import all_tasks
 
 import foundation_trio as ft
 
@@ -43,20 +44,6 @@ class HangsInTerminate(ft.GenServer):
 
 def recorder(log: list[Any], tag: str, **options: Any) -> ft.ChildSpec:
     return ft.ChildSpec(tag, Recorder, args=(log, tag), **options)
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    """Every task of the current trio run."""
-    found: set[trio.lowlevel.Task] = set()
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        if task is None:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return found
 
 
 async def _crash_after(delay: float, error: BaseException) -> None:

@@ -304,6 +304,7 @@ async def _crashes() -> None:
 )
 @given(ops=st.lists(operations, max_size=40))
 def test_registries_match_a_dict_model(ops: list[tuple[Any, ...]]) -> None:
+    """``_run`` asserts after every operation that both registries equal the model."""
     trio.run(_run, ops, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
