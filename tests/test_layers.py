@@ -28,6 +28,7 @@ EVERYTHING = frozenset(
     {
         "__init__",
         "_validation",
+        "_boot",
         "runtime",
         "services",
         "society",
@@ -57,8 +58,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "runtime": frozenset({"runtime", "_validation", "protocols"}),
     "services": frozenset({"services", "runtime", "protocols", "_validation"}),
     "society": frozenset({"society", "services", "runtime", "protocols", "_validation"}),
-    # "cluster uses runtime and protocols"
-    "cluster": frozenset({"cluster", "runtime", "protocols", "_validation"}),
+    # "cluster uses runtime and protocols", and the services below it: links count
+    # handshake failures in telemetry and envelopes carry the request context
+    "cluster": frozenset({"cluster", "services", "runtime", "protocols", "_validation"}),
+    # the public open_node: the runtime's node with the services and the cluster booted
+    "_boot": frozenset({"_boot", "cluster", "services", "runtime", "protocols", "_validation"}),
     # "agents and distributed may use cluster, runtime, services and protocols"
     "distributed": frozenset(
         {"distributed", "cluster", "services", "runtime", "protocols", "_validation"}

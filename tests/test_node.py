@@ -13,6 +13,7 @@ import trio.testing
 from _helpers import all_tasks
 
 import foundation_trio as ft
+from foundation_trio.runtime.node import open_node as open_runtime_node
 
 # -- helpers ---------------------------------------------------------------------
 
@@ -503,3 +504,66 @@ async def test_hooks_see_events_in_the_task_where_they_happen(autojump_clock):
         sup = await node.start_supervisor([])
         pid = await ft.start_child(sup, ft.ChildSpec("late", Recorder, args=([], "late")))
         assert events[-1] == ft.ChildStarted(supervisor=sup, child_id="late", pid=pid)
+
+
+# -- boot steps and extensions ------------------------------------------------------------
+
+
+async def test_boot_steps_run_in_order_before_the_body_and_stop_after_it(autojump_clock):
+    log: list[Any] = []
+
+    async def boot_a(node: ft.Node) -> None:
+        log.append(("boot", "a"))
+        await node.start_supervisor([recorder(log, "booted")])
+
+    async def boot_b(node: ft.Node) -> None:
+        log.append(("boot", "b"))
+
+    async with open_runtime_node("n", boot=[boot_a, boot_b]) as node:
+        log.append(("body", None))
+        await node.start_supervisor([recorder(log, "user")])
+
+    # the body's supervisor stops before the booted one
+    assert log == [
+        ("boot", "a"),
+        ("boot", "b"),
+        ("body", None),
+        ("user", ft.SHUTDOWN),
+        ("booted", ft.SHUTDOWN),
+    ]
+
+
+async def test_failing_boot_step_stops_what_started_and_propagates(autojump_clock):
+    log: list[Any] = []
+    body_ran = False
+
+    async def boot_ok(node: ft.Node) -> None:
+        await node.start_supervisor([recorder(log, "booted")])
+
+    async def boot_fails(node: ft.Node) -> None:
+        raise RuntimeError("boot failed")
+
+    before = all_tasks()
+    with pytest.raises(RuntimeError, match="boot failed"):
+        async with open_runtime_node("n", boot=[boot_ok, boot_fails]):
+            body_ran = True
+    assert not body_ran
+    assert log == [("booted", ft.SHUTDOWN)]
+    assert all_tasks() == before
+
+
+async def test_extensions_are_found_by_type_and_refuse_a_second_value(autojump_clock):
+    class Service:
+        pass
+
+    async with open_runtime_node("n") as node:
+        assert node.find_extension(Service) is None
+        with pytest.raises(LookupError, match="the service is not running on node 'n'"):
+            node.extension(Service, "the service")
+        service = Service()
+        node.set_extension(Service, service)
+        assert node.extension(Service, "the service") is service
+        with pytest.raises(ValueError, match="already has a Service"):
+            node.set_extension(Service, Service())
+        node.remove_extension(Service)
+        assert node.find_extension(Service) is None

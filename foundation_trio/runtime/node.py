@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias, TypeVar, cast
 
 import attrs
 import trio
@@ -38,6 +38,8 @@ from .process import (
 from .timers import CallTimers
 
 logger = logging.getLogger("foundation_trio.node")
+
+E = TypeVar("E")
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -73,6 +75,7 @@ class Node:
         self._ref_ids = itertools.count(1)
         self.lifecycle_hooks: list[Callable[[LifecycleEvent], None]] = []
         self.call_timers = CallTimers()
+        self._extensions: dict[type[Any], object] = {}
         self.spawn_nursery: trio.Nursery
         self.root: Process
         self.shell: Process
@@ -207,6 +210,37 @@ class Node:
                 logger.exception("lifecycle hook %r raised; it is removed", hook)
                 self.remove_hook(hook)
 
+    # -- extensions ---------------------------------------------------------------------
+
+    def set_extension(self, key: type[E], value: E) -> None:
+        """Attach ``value`` to this node under its type ``key``.
+
+        Layers above the runtime (services, cluster, agents) keep their per-node
+        state here, so that their module-level functions find it through
+        :func:`current_node`. Raises :class:`ValueError` if ``key`` is taken.
+        """
+        if key in self._extensions:
+            raise ValueError(f"node {self.name!r} already has a {key.__name__}")
+        self._extensions[key] = value
+
+    def find_extension(self, key: type[E]) -> E | None:
+        """The value attached under ``key``, or None."""
+        return cast("E | None", self._extensions.get(key))
+
+    def extension(self, key: type[E], what: str) -> E:
+        """The value attached under ``key``; :class:`LookupError` naming ``what`` if none."""
+        value = self.find_extension(key)
+        if value is None:
+            raise LookupError(
+                f"{what} is not running on node {self.name!r}: open the node with "
+                "foundation_trio.open_node(...), which starts it"
+            )
+        return value
+
+    def remove_extension(self, key: type[Any]) -> None:
+        """Detach what is attached under ``key``, if anything."""
+        self._extensions.pop(key, None)
+
     # -- supervisors ----------------------------------------------------------------------
 
     async def start_supervisor(
@@ -251,8 +285,14 @@ def _check_node_name(name: object) -> str:
     return name
 
 
+BootStep: TypeAlias = Callable[[Node], Awaitable[None]]
+"""A step of a node's start: an async function of the node, run by :func:`open_node`."""
+
+
 @asynccontextmanager
-async def open_node(name: str = "nonode", **options: Any) -> AsyncIterator[Node]:
+async def open_node(
+    name: str = "nonode", *, boot: Sequence[BootStep] = (), **options: Any
+) -> AsyncIterator[Node]:
     """Run a node for the duration of the ``async with`` block.
 
     The block's body runs as a process of the node. Leaving the block stops
@@ -263,6 +303,13 @@ async def open_node(name: str = "nonode", **options: Any) -> AsyncIterator[Node]
     ended the body, :class:`ExitSignal` is raised. If the block is cancelled from
     outside, only the body sees it: the same orderly shutdown then runs, shielded,
     bounded by twice ``shutdown_timeout``, and the cancellation propagates.
+
+    ``boot`` steps run in order, in the body's process, after the root supervisor
+    is up and before the body; they start what every node of a layer above needs
+    (``foundation_trio.open_node`` passes the services and the cluster here). Their
+    supervisors are the root's first children, so they stop after the body's. If a
+    step raises, the body does not run: what was started is stopped in order and
+    the exception propagates.
 
     Options (validated; a bad one raises :class:`ConfigError` naming it):
     ``mailbox_size`` (default 1024) and ``shutdown_timeout`` (default 5.0 s).
@@ -285,9 +332,15 @@ async def open_node(name: str = "nonode", **options: Any) -> AsyncIterator[Node]
             with trio.CancelScope() as shell_scope:
                 shell.scope = shell_scope
                 try:
-                    yield node
+                    for step in boot:
+                        await step(node)
                 except BaseException as exc:
                     body_error = exc
+                else:
+                    try:
+                        yield node
+                    except BaseException as exc:
+                        body_error = exc
             if shell_scope.cancelled_caught and shell.kill_reason is not None:
                 reason = shell.kill_reason
                 killer = shell.killed_by or shell.pid
@@ -393,6 +446,7 @@ def is_alive(pid: Pid) -> bool:
 
 
 __all__ = [
+    "BootStep",
     "Node",
     "NodeOptions",
     "ProcessResolver",
