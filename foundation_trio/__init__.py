@@ -3,6 +3,7 @@
 The public API is re-exported here; import it as ``import foundation_trio as ft``.
 """
 
+from ._boot import open_node
 from .runtime.errors import (
     AlreadyStarted,
     CallTimeout,
@@ -37,7 +38,6 @@ from .runtime.node import (
     NodeOptions,
     current_node,
     is_alive,
-    open_node,
     processes,
     register,
     registered,
@@ -118,6 +118,7 @@ from .runtime.supervisor import (
     terminate_child,
     which_children,
 )
+from .services import context, telemetry
 
 __version__ = "0.1.0.dev0"
 
@@ -195,6 +196,7 @@ __all__ = [
     "__version__",
     "call",
     "cast",
+    "context",
     "count_children",
     "current_node",
     "delete_child",
@@ -219,6 +221,7 @@ __all__ = [
     "start_server",
     "start_supervisor",
     "stop",
+    "telemetry",
     "terminate_child",
     "trap_exits",
     "unlink",

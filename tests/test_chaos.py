@@ -62,6 +62,10 @@ from hypothesis import strategies as st
 
 import foundation_trio as ft
 
+# The runtime's node, without the services: the invariants below count every
+# process and every child of the root supervisor.
+from foundation_trio.runtime.node import open_node as open_runtime_node
+
 SHUTDOWN_TIMEOUT = 2.0
 WATCHDOG = 10_000.0
 SHUTDOWNS = [ft.BRUTAL_KILL, 0.0, 0.5, 2.0, ft.INFINITY, None]
@@ -603,7 +607,7 @@ async def scenario(
         with trio.CancelScope() as outer:
             if cancel_at is not None:
                 outer.deadline = trio.current_time() + cancel_at
-            async with ft.open_node("chaos", shutdown_timeout=SHUTDOWN_TIMEOUT) as node:
+            async with open_runtime_node("chaos", shutdown_timeout=SHUTDOWN_TIMEOUT) as node:
                 try:
                     await body(node, rec, tree, steps, outer)
                 finally:
