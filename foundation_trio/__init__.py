@@ -3,6 +3,7 @@
 The public API is re-exported here; import it as ``import foundation_trio as ft``.
 """
 
+from . import agents
 from ._boot import open_node
 from .runtime.errors import (
     AlreadyStarted,
@@ -194,6 +195,7 @@ __all__ = [
     "TooManyChildren",
     "Via",
     "__version__",
+    "agents",
     "call",
     "cast",
     "context",

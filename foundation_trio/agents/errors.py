@@ -1,0 +1,127 @@
+"""The errors of the agents layer. Each message names what was wrong and with what.
+
+Every error derives from :class:`AgentsError` (itself a
+:class:`~foundation_trio.FoundationError`) and from the built-in class that fits,
+so ``except LookupError`` catches :class:`AgentNotFound` as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from ..runtime.errors import FoundationError
+
+
+class AgentsError(FoundationError):
+    """Base class of the errors the agents layer raises on purpose."""
+
+
+class DuplicateAgent(AgentsError, ValueError):
+    """An agent with this id is already registered."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"an agent with id {agent_id!r} is already registered")
+        self.agent_id = agent_id
+
+
+class AgentNotFound(AgentsError, LookupError):
+    """No agent is registered with this id (or it is not running, where one must be)."""
+
+    def __init__(self, agent_id: object, detail: str = "") -> None:
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"no agent {agent_id!r}{suffix}")
+        self.agent_id = agent_id
+
+
+class AgentAlreadyRunning(AgentsError, RuntimeError):
+    """``start_agent`` on an agent that is starting, running or restarting."""
+
+    def __init__(self, agent_id: str, status: object) -> None:
+        super().__init__(f"agent {agent_id!r} is already {status}; stop it first")
+        self.agent_id = agent_id
+        self.status = status
+
+
+class AgentNotRunning(AgentsError, RuntimeError):
+    """``stop_agent`` on an agent that is stopped or failed."""
+
+    def __init__(self, agent_id: str, status: object) -> None:
+        super().__init__(f"agent {agent_id!r} is {status}, not running: nothing to stop")
+        self.agent_id = agent_id
+        self.status = status
+
+
+class CoordinatorCrashed(AgentsError, RuntimeError):
+    """The process coordinating a round ended before the round had a result.
+
+    Raised to every task waiting on the round. ``reason`` is the coordinator's
+    exit reason (an exception, or ``KILLED`` / a ``Shutdown``).
+    """
+
+    def __init__(self, what: str, reason: object) -> None:
+        super().__init__(f"the coordinator of {what} ended before a result: {reason!r}")
+        self.reason = reason
+
+
+class InsufficientParticipants(AgentsError, ValueError):
+    """Too few participants for what was asked; names how many there are and need."""
+
+    def __init__(self, what: str, have: int, need: int) -> None:
+        super().__init__(f"{what}: {have} participants, at least {need} needed")
+        self.have = have
+        self.need = need
+
+
+class VersionConflict(AgentsError, RuntimeError):
+    """A compare-and-set found another version than the one it expected."""
+
+    def __init__(self, variable: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"variable {variable!r} is at version {actual}, not the expected {expected}: "
+            "another write committed first"
+        )
+        self.variable = variable
+        self.expected = expected
+        self.actual = actual
+
+
+class PermissionDenied(AgentsError, PermissionError):
+    """The writer may not write this variable under its access rule."""
+
+    def __init__(self, variable: str, writer: object, rule: str) -> None:
+        super().__init__(f"{writer!r} may not write variable {variable!r} (access: {rule})")
+        self.variable = variable
+        self.writer = writer
+
+
+class OutOfDomain(AgentsError, ValueError):
+    """A value is outside the variable's domain (or of the wrong type)."""
+
+    def __init__(self, variable: str, value: object, domain: str) -> None:
+        super().__init__(f"{value!r} is outside the domain of variable {variable!r}: {domain}")
+        self.variable = variable
+        self.value = value
+
+
+class VariableNotFound(AgentsError, LookupError):
+    """No universal variable has this name on this node."""
+
+    def __init__(self, name: Hashable) -> None:
+        super().__init__(f"no variable named {name!r}")
+        self.name = name
+
+
+class DuplicateVariable(AgentsError, ValueError):
+    """A variable with this name is already defined on this node."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a variable named {name!r} is already defined")
+        self.name = name
+
+
+class StrategyNotFound(AgentsError, LookupError):
+    """``coordinate`` was given a strategy name nobody registered."""
+
+    def __init__(self, name: object, known: list[str]) -> None:
+        super().__init__(f"no coordination strategy {name!r}; known: {', '.join(known)}")
+        self.name = name
