@@ -153,3 +153,104 @@ async def test_a_server_started_while_bound_runs_init_with_that_context():
             await ft.start_server(Server)
         assert ft.context.current() == {}
     assert seen == [{"request_id": "r2"}]
+
+
+class Recorder(ft.GenServer):
+    """Records the request context each handler runs with."""
+
+    async def init(self, seen):
+        self.seen = seen
+
+    async def handle_call(self, request, caller):
+        self.seen.append(("call", request, dict(ft.context.current())))
+        if request == "bind-inside":
+            with ft.context.bind(inside=True):
+                await trio.lowlevel.checkpoint()
+        if request == "crash":
+            raise RuntimeError("handler failed")
+        return dict(ft.context.current())
+
+    async def handle_cast(self, request):
+        self.seen.append(("cast", request, dict(ft.context.current())))
+
+    async def handle_info(self, message):
+        self.seen.append(("info", message, dict(ft.context.current())))
+
+
+async def test_calls_and_casts_are_handled_with_the_callers_context():
+    seen: list = []
+    async with ft.open_node("t"):
+        with ft.context.bind(server_started="yes"):
+            server = await ft.start_server(Recorder, seen)
+        with ft.context.bind(request_id="r1"):
+            assert await ft.call(server, "c1") == {"request_id": "r1"}
+            await ft.cast(server, "k1")
+        assert await ft.call(server, "c2") == {}
+        await ft.cast(server, "k2")
+        await ft.send(server, "plain message")
+        with ft.context.bind(request_id="r3"):
+            await ft.call(server, "bind-inside")
+        # the server's own context is back between requests
+        assert await ft.call(server, "c3") == {}
+    assert seen == [
+        ("call", "c1", {"request_id": "r1"}),
+        ("cast", "k1", {"request_id": "r1"}),
+        ("call", "c2", {}),
+        ("cast", "k2", {}),
+        # plain messages carry no context: the server's own (from its start) applies
+        ("info", "plain message", {"server_started": "yes"}),
+        ("call", "bind-inside", {"request_id": "r3"}),
+        ("call", "c3", {}),
+    ]
+
+
+async def test_a_server_whose_own_context_is_bound_sees_the_callers_instead():
+    seen: list = []
+    async with ft.open_node("t"):
+        with ft.context.bind(server_started="yes"):
+            server = await ft.start_server(Recorder, seen)
+        assert await ft.call(server, "x") == {}
+        with ft.context.bind(server_started="yes"):
+            # an equal context, but not the server's own snapshot
+            assert await ft.call(server, "y") == {"server_started": "yes"}
+    assert [s[2] for s in seen] == [{}, {"server_started": "yes"}]
+
+
+async def test_the_context_is_reset_when_a_handler_raises():
+    seen: list = []
+
+    class Terminating(Recorder):
+        async def terminate(self, reason):
+            seen.append(("terminate", dict(ft.context.current())))
+
+    async with ft.open_node("t"):
+        server = await ft.start_server(Terminating, seen)
+        with ft.context.bind(request_id="r9"), pytest.raises(ft.ServerExited):
+            await ft.call(server, "crash")
+    assert seen[-1] == ("terminate", {})
+
+
+async def test_supervised_children_run_with_their_supervisors_context_not_a_callers():
+    seen: list = []
+
+    class Child(ft.GenServer):
+        async def init(self, tag):
+            seen.append((tag, dict(ft.context.current())))
+
+        async def handle_cast(self, request):
+            raise RuntimeError("crash")
+
+    async with ft.open_node("t") as node:
+        with ft.context.bind(started_by="boot"):
+            sup = await node.start_supervisor([ft.ChildSpec("a", Child, args=("a",))])
+            dyn = await node.start_supervisor(ft.DynamicSupervisorSpec())
+        with ft.context.bind(request_id="r1"):
+            await ft.start_child(sup, ft.ChildSpec("b", Child, args=("b",)))
+            pid = await ft.start_child(dyn, ft.ChildSpec("c", Child, args=("c",)))
+            ref = ft.monitor(pid)
+            await ft.cast(pid, "crash")
+            await ft.receive(lambda m: isinstance(m, ft.Down) and m.ref == ref)
+        await ft.which_children(dyn)
+    # Supervisors are children of the root, whose context is empty; so are theirs,
+    # whoever asked: a restart must not depend on who started the first incarnation.
+    assert seen == [("a", {}), ("b", {}), ("c", {}), ("c", {})]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar, Final
 
 import outcome
@@ -35,6 +35,7 @@ from trio.lowlevel import (
 )
 
 from .checks import check_mailbox_size, check_timeout
+from .context import request_context
 from .errors import CallTimeout, CallToSelf, NoProcess, ServerExited
 from .mailbox import is_nothing
 from .pid import NORMAL, ExitReason, Pid
@@ -116,18 +117,20 @@ class Caller:
 
 
 class _Call:
-    __slots__ = ("caller", "request")
+    __slots__ = ("caller", "context", "request")
 
-    def __init__(self, request: object, caller: Caller) -> None:
+    def __init__(self, request: object, caller: Caller, context: Mapping[str, object]) -> None:
         self.request = request
         self.caller = caller
+        self.context = context
 
 
 class _Cast:
-    __slots__ = ("request",)
+    __slots__ = ("context", "request")
 
-    def __init__(self, request: object) -> None:
+    def __init__(self, request: object, context: Mapping[str, object]) -> None:
         self.request = request
+        self.context = context
 
 
 async def call(
@@ -162,7 +165,7 @@ async def call(
         if not server.alive:
             raise NoProcess(target)
     slot = Caller(server, caller.pid, current_task())
-    mailbox.put(_Call(request, slot))
+    mailbox.put(_Call(request, slot, request_context.get()))
     open_calls = server.open_calls
     if open_calls is None:
         open_calls = server.open_calls = set()
@@ -182,7 +185,7 @@ async def cast(target: Target, request: object) -> None:
     await checkpoint_if_cancelled()
     server = current_process("cast()").node.lookup(target, name_must_exist=False)
     if server is not None:
-        await deliver(server, _Cast(request))
+        await deliver(server, _Cast(request, request_context.get()))
     await trio.lowlevel.cancel_shielded_checkpoint()
 
 
@@ -274,6 +277,9 @@ class GenServer:
         gate.started()
         mailbox = process.mailbox
         handled = 0
+        # Requests carry their sender's request context; the server's own is set
+        # (and reset) only when they differ, which they rarely do outside a bind.
+        own_context = request_context.get()
         try:
             while self._stop_reason is None:
                 message = mailbox.take_nowait()
@@ -284,11 +290,25 @@ class GenServer:
                     continue
                 kind = type(message)
                 if kind is _Call:
-                    answer = await self.handle_call(message.request, message.caller)
+                    if message.context is own_context:
+                        answer = await self.handle_call(message.request, message.caller)
+                    else:
+                        token = request_context.set(message.context)
+                        try:
+                            answer = await self.handle_call(message.request, message.caller)
+                        finally:
+                            request_context.reset(token)
                     if answer is not NOREPLY:
                         message.caller.reply(answer)
                 elif kind is _Cast:
-                    await self.handle_cast(message.request)
+                    if message.context is own_context:
+                        await self.handle_cast(message.request)
+                    else:
+                        token = request_context.set(message.context)
+                        try:
+                            await self.handle_cast(message.request)
+                        finally:
+                            request_context.reset(token)
                 else:
                     await self.handle_info(message)
                 handled += 1

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import attrs
 import outcome
 import trio
 
+from .context import request_context
 from .errors import (
     ChildRunning,
     InvalidChildSpec,
@@ -191,6 +192,7 @@ class _SupervisorBase(GenServer):
     child, the restart-intensity window, and management calls."""
 
     _nursery: trio.Nursery
+    _own_context: Mapping[str, object]
     _restarts: deque[float]
     _max_restarts: int
     _max_seconds: float
@@ -198,6 +200,7 @@ class _SupervisorBase(GenServer):
     async def _serve(
         self, gate: StartGate, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ExitReason:
+        self._own_context = request_context.get()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             # Capture rather than raise inside the nursery, so that the process's
@@ -237,12 +240,18 @@ class _SupervisorBase(GenServer):
         except Exception as exc:
             raise StartError(f"child {child.id!r} of supervisor {self.pid}", exc) from exc
         link_processes(self._process, process)
+        # A child runs with the supervisor's own request context, whether it is
+        # started at boot, by a management call (which runs with its caller's
+        # context) or by a restart: trio copies the starting task's context.
+        token = request_context.set(self._own_context)
         try:
             await self._nursery.start(run_process, process, child_body(checked))
         except StartError as exc:
             self._flush_exit(process.pid)
             cause = exc.reason if isinstance(exc.reason, BaseException) else None
             raise StartError(f"child {child.id!r} of supervisor {self.pid}", exc) from cause
+        finally:
+            request_context.reset(token)
         child.process = process
         logger.debug("supervisor %s started child %r as %s", self.pid, child.id, process.pid)
         self._emit(ChildStarted(supervisor=self.pid, child_id=child.id, pid=process.pid))
