@@ -217,6 +217,10 @@ class ContractNet:
         self._proposals[agent] = Proposal(agent, float(value), seq, now, content)
         return ()
 
+    def has_proposal(self, agent: AgentId) -> bool:
+        """Whether a valid, in-time proposal from ``agent`` was recorded."""
+        return agent in self._proposals
+
     def refuse(self, agent: AgentId, reason: str = "refused") -> tuple[Effect, ...]:
         """``agent`` refuses the cfp; it gets no accept or reject (it made no proposal)."""
         self._check_open()

@@ -125,6 +125,28 @@ class CallMarketResult:
     def sold(self) -> int:
         return sum(f.quantity for f in self.fills if f.order.side is Side.SELL)
 
+    def trades(self) -> tuple[tuple[AgentId, AgentId, int], ...]:
+        """The fills paired into ``(buyer, seller, quantity)`` trades at :attr:`price`.
+
+        Buy and sell fills are paired in their priority order (the order of
+        :attr:`fills`); the pairing only names counterparties, every trade is at the
+        one uniform price.
+        """
+        buys = [(f.order.agent, f.quantity) for f in self.fills if f.order.side is Side.BUY]
+        sells = [(f.order.agent, f.quantity) for f in self.fills if f.order.side is Side.SELL]
+        buy_left = [q for _, q in buys]
+        sell_left = [q for _, q in sells]
+        paired: list[tuple[AgentId, AgentId, int]] = []
+        i = j = 0
+        while i < len(buys) and j < len(sells):
+            quantity = min(buy_left[i], sell_left[j])
+            paired.append((buys[i][0], sells[j][0], quantity))
+            buy_left[i] -= quantity
+            sell_left[j] -= quantity
+            i += buy_left[i] == 0
+            j += sell_left[j] == 0
+        return tuple(paired)
+
 
 def demand_at(orders: Iterable[Order], price: float) -> int:
     """Quantity of buy orders willing to pay ``price`` (limit >= price)."""

@@ -247,3 +247,19 @@ def test_same_seed_same_result() -> None:
 
     assert run(3) == run(3)
     assert run(3) != run(4)
+
+
+@given(orders=orders_strategy)
+def test_call_market_trades_pair_every_unit_bought_with_a_unit_sold(orders: list[Order]) -> None:
+    result = clear_call_market(orders)
+    trades = result.trades()
+    assert sum(q for *_, q in trades) == result.volume
+    for side, position in ((Side.BUY, 0), (Side.SELL, 1)):
+        per_agent: dict[str, int] = {}
+        for trade in trades:
+            per_agent[trade[position]] = per_agent.get(trade[position], 0) + trade[2]  # type: ignore[index]
+        filled: dict[str, int] = {}
+        for fill in result.fills:
+            if fill.order.side is side:
+                filled[fill.order.agent] = filled.get(fill.order.agent, 0) + fill.quantity
+        assert per_agent == filled

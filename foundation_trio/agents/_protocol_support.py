@@ -1,0 +1,60 @@
+"""What the protocol drivers share: telemetry emission, deadlines, ids, result helpers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+
+import trio
+
+from ..services import telemetry
+from .rounds import RoundResult
+
+_ids = itertools.count(1)
+
+
+def new_id(kind: str) -> str:
+    """A session id for a protocol run when the caller gave none."""
+    return f"{kind}-{next(_ids)}"
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def check_timeout(value: object, what: str) -> float:
+    """Seconds > 0 and finite; ``TypeError`` / ``ValueError`` naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be seconds (a number), got {value!r}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{what} must be finite seconds > 0, got {value!r}")
+    return float(value)
+
+
+def deadline_in(seconds: float) -> float:
+    return trio.current_time() + seconds
+
+
+def emit(event: str, measurements: Mapping[str, float], metadata: Mapping[str, object]) -> None:
+    """Emit a protocol event through the node's telemetry (a no-op without the service)."""
+    telemetry.execute(event, measurements, metadata)
+
+
+def count_win(protocol: str, agent: str) -> None:
+    """Count one win of ``agent`` in ``protocol`` in the node's win counter.
+
+    The counter is ``agents_wins_total`` with labels ``protocol`` and ``agent``; it is
+    declared on first use. Does nothing on a node without the telemetry service.
+    """
+    emit("agents.protocol.won", {"wins": 1}, {"protocol": protocol, "agent": agent})
+
+
+def by_outcome(round_result: RoundResult) -> dict[str, list[str]]:
+    """``{"Responded": [...], "TimedOut": [...], ...}`` for one round, in invitation order."""
+    found: dict[str, list[str]] = {}
+    for outcome in round_result.outcomes:
+        found.setdefault(type(outcome).__name__, []).append(outcome.participant)
+    return found
