@@ -3,7 +3,40 @@
 Exposed as ``foundation_trio.agents`` (``ft.agents``). See ``docs/agents.md``.
 """
 
+from ..protocols.auctions import AuctionResult, AuctionStatus, FailurePolicy, Pricing
+from ..protocols.combinatorial import CombinatorialConfig, CombinatorialResult
+from ..protocols.contract_net import ContractNetResult, ContractNetStatus, Objective
+from ..protocols.coordination import (
+    CoordinationError,
+    InstanceTooLarge,
+    InvalidBid,
+    InvalidOffer,
+    InvalidOrder,
+    NotAParticipant,
+    SessionClosed,
+)
+from ..protocols.markets import MarketStatus, Side
+from ..protocols.negotiation import (
+    Choices,
+    Interval,
+    NegotiationResult,
+    NegotiationStatus,
+    Response,
+)
+from ..protocols.reputation import ReputationBook, ReputationConfig
 from .agent import Agent, AgentSpec, AgentStatus
+from .auctions import (
+    AuctionReport,
+    AwardNotice,
+    BidRequest,
+    BundleRequest,
+    CombinatorialReport,
+    PriceOffer,
+    combinatorial_auction,
+    dutch_auction,
+    english_auction,
+    sealed_bid_auction,
+)
 from .errors import (
     AgentAlreadyRunning,
     AgentNotFound,
@@ -19,7 +52,29 @@ from .errors import (
     VariableNotFound,
     VersionConflict,
 )
+from .markets import (
+    MarketReport,
+    MarketTrade,
+    OrderRequest,
+    call_market,
+    continuous_double_auction,
+)
 from .messages import HealthCheck, Question, Refusal, ValueRequest, VoteRequest
+from .negotiation import (
+    CallForProposals,
+    CancelTask,
+    ContractNetReport,
+    EndNegotiation,
+    NegotiationReport,
+    NotUnderstood,
+    OfferRequest,
+    OfferResponse,
+    ProposalAccepted,
+    ProposalRejected,
+    Propose,
+    contract_net,
+    negotiate,
+)
 from .registry import (
     AgentInfo,
     Health,
@@ -93,4 +148,61 @@ __all__ = [
     "stop_agent",
     "unregister_agent",
     "whereis_agent",
+]
+
+# The coordination protocols (auctions, markets, Contract Net, negotiation, reputation).
+__all__ += [
+    "AuctionReport",
+    "AuctionResult",
+    "AuctionStatus",
+    "AwardNotice",
+    "BidRequest",
+    "BundleRequest",
+    "CallForProposals",
+    "CancelTask",
+    "Choices",
+    "CombinatorialConfig",
+    "CombinatorialReport",
+    "CombinatorialResult",
+    "ContractNetReport",
+    "ContractNetResult",
+    "ContractNetStatus",
+    "CoordinationError",
+    "EndNegotiation",
+    "FailurePolicy",
+    "InstanceTooLarge",
+    "Interval",
+    "InvalidBid",
+    "InvalidOffer",
+    "InvalidOrder",
+    "MarketReport",
+    "MarketStatus",
+    "MarketTrade",
+    "NegotiationReport",
+    "NegotiationResult",
+    "NegotiationStatus",
+    "NotAParticipant",
+    "NotUnderstood",
+    "Objective",
+    "OfferRequest",
+    "OfferResponse",
+    "OrderRequest",
+    "PriceOffer",
+    "Pricing",
+    "ProposalAccepted",
+    "ProposalRejected",
+    "Propose",
+    "ReputationBook",
+    "ReputationConfig",
+    "Response",
+    "SessionClosed",
+    "Side",
+    "call_market",
+    "combinatorial_auction",
+    "continuous_double_auction",
+    "contract_net",
+    "dutch_auction",
+    "english_auction",
+    "negotiate",
+    "sealed_bid_auction",
 ]

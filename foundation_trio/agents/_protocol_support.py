@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import trio
 
+from ..runtime.node import current_node
 from ..services import telemetry
 from .rounds import RoundResult
 
@@ -43,13 +44,28 @@ def emit(event: str, measurements: Mapping[str, float], metadata: Mapping[str, o
     telemetry.execute(event, measurements, metadata)
 
 
-def count_win(protocol: str, agent: str) -> None:
-    """Count one win of ``agent`` in ``protocol`` in the node's win counter.
+WON = "agents.protocol.won"
+WINS_METRIC = "agents_wins_total"
 
-    The counter is ``agents_wins_total`` with labels ``protocol`` and ``agent``; it is
-    declared on first use. Does nothing on a node without the telemetry service.
+
+def count_win(protocol: str, agent: str) -> None:
+    """Emit ``agents.protocol.won`` for ``agent`` in ``protocol``, counted per agent.
+
+    The event feeds the counter ``agents_wins_total`` (labels ``protocol`` and
+    ``agent``), declared here on first use; read it with
+    :func:`foundation_trio.telemetry.metrics`. On a node without the telemetry service
+    nothing is emitted or counted.
     """
-    emit("agents.protocol.won", {"wins": 1}, {"protocol": protocol, "agent": agent})
+    node = current_node()
+    if node.find_extension(telemetry.Telemetry) is None:
+        return
+    telemetry.counter(
+        WINS_METRIC,
+        "Wins of each agent in the coordination protocols (auctions, Contract Net)",
+        labels=("protocol", "agent"),
+        event=WON,
+    )
+    emit(WON, {"wins": 1}, {"protocol": protocol, "agent": agent})
 
 
 def by_outcome(round_result: RoundResult) -> dict[str, list[str]]:

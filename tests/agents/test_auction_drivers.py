@@ -22,7 +22,7 @@ from foundation_trio.agents.auctions import (
     sealed_bid_auction,
 )
 from foundation_trio.protocols.auctions import AuctionStatus, FailurePolicy, Pricing
-from foundation_trio.protocols.combinatorial import CombinatorialConfig, CombinatorialStatus
+from foundation_trio.protocols.combinatorial import CombinatorialConfig
 from foundation_trio.protocols.coordination import InstanceTooLarge
 
 
@@ -416,3 +416,14 @@ async def test_no_sale_event(autojump_clock):
         assert report.status is AuctionStatus.NO_SALE
         assert [e[0] for e in events] == ["agents.auction.started", "agents.auction.no_sale"]
         assert events[-1][2]["reason"] == "no valid bid"
+
+
+async def test_wins_are_counted_per_agent_and_protocol(autojump_clock):
+    async with ft.open_node("t"):
+        ids = await bidders(a=(10.0,), b=(7.0,))
+        for _ in range(3):
+            await sealed_bid_auction(ids, timeout=1.0)
+        await dutch_auction(ids, start_price=10.0, decrement=1.0, step_timeout=0.1)
+        metric = ft.telemetry.metrics()["agents_wins_total"]
+        counted = {(s.labels["protocol"], s.labels["agent"]): s.value for s in metric.samples}
+        assert counted == {("sealed_second_price", "a"): 3.0, ("dutch", "a"): 1.0}
