@@ -119,7 +119,7 @@ from .runtime.supervisor import (
     terminate_child,
     which_children,
 )
-from .services import context, telemetry
+from .services import context, errors, telemetry
 
 __version__ = "0.1.0.dev0"
 
@@ -203,6 +203,7 @@ __all__ = [
     "current_node",
     "delete_child",
     "demonitor",
+    "errors",
     "exit",
     "is_alive",
     "is_orderly",

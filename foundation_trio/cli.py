@@ -139,6 +139,29 @@ async def demo() -> None:
         _say(f"    the body of the block is a process too: self_pid() = {ft.self_pid()}")
         events: list[ft.LifecycleEvent] = []
         node.add_hook(events.append)
+        seen: list[str] = []
+        ft.telemetry.attach(
+            "demo.printer",
+            ["runtime.supervisor.child_exit", "runtime.supervisor.restart"],
+            lambda name, _, metadata: seen.append(
+                f"{name}: {metadata['child_id']!r} {metadata['pid']}"
+            ),
+        )
+        ft.telemetry.counter(
+            "process_exits_total",
+            "Process exits by kind",
+            event="runtime.process.exit",
+            labels=["kind"],
+        )
+        ft.telemetry.histogram(
+            "demo_call_seconds",
+            "Demo calls",
+            event="demo.call.stop",
+            measurement="duration",
+            buckets=ft.telemetry.exponential_buckets(1e-5, 10, 5),
+        )
+        _say("    the services run under the root supervisor; telemetry listens to")
+        _say("    supervisor events, counts process exits and times calls (a histogram)")
         _say()
 
         _say(
@@ -173,12 +196,10 @@ async def demo() -> None:
         _say()
 
         _say("[4] calls, casts and plain messages:")
-        _say(
-            f'    await ft.call("counter", ("add", 2))  -> {await ft.call("counter", ("add", 2))}'
-        )
-        _say(
-            f'    await ft.call("counter", ("add", 3))  -> {await ft.call("counter", ("add", 3))}'
-        )
+        for n in (2, 3):
+            async with ft.telemetry.span("demo.call"):
+                total = await ft.call("counter", ("add", n))
+            _say(f'    await ft.call("counter", ("add", {n}))  -> {total}')
         await ft.cast("counter", "reset")
         _say('    await ft.cast("counter", "reset")     (returns at once, no reply)')
         _say(f'    await ft.call("counter", "get")       -> {await ft.call("counter", "get")}')
@@ -212,13 +233,22 @@ async def demo() -> None:
         _say("    lifecycle events seen by a hook (node.add_hook):")
         for event in events:
             _say(f"      {_describe(event)}")
+        _say("    the same, as telemetry events seen by a handler (ft.telemetry.attach):")
+        for line in seen:
+            _say(f"      {line}")
         _say()
 
         _say("[6] the tree after the restart:")
         await _print_tree(node)
         _say()
 
-        _say("[7] leaving the block stops everything: children before parents,")
+        _say("[7] metrics, as Prometheus scrapes them (ft.telemetry.prometheus_text()):")
+        for line in ft.telemetry.prometheus_text().splitlines():
+            if not line.startswith("#") and "_bucket" not in line:
+                _say(f"    {line}")
+        _say()
+
+        _say("[8] leaving the block stops everything: children before parents,")
         _say("    each supervisor's children in reverse start order; terminate() runs:")
     _say(f"    node stopped; every task has ended ({time.perf_counter() - started:.2f} s in all)")
 

@@ -22,6 +22,9 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]):
     assert restart is not None, out
     assert restart.group(1) != restart.group(2)
     assert "supervisor.child_restarted: 'counter'" in out
+    assert f"runtime.supervisor.restart: 'counter' {restart.group(2)}" in out
+    assert 'process_exits_total{kind="error"} 1.0' in out
+    assert "demo_call_seconds_count 2" in out
     # The tree, indented, with pids, nested supervisor included.
     assert re.search(r"^ {4}node 'demo': root <demo\.1>", out, re.MULTILINE)
     assert re.search(r"^ {8}app <demo\.\d+>", out, re.MULTILINE)
@@ -31,7 +34,7 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]):
     after = out.split("[6]", 1)[1]
     assert f"counter {restart.group(2)}" in after
     # Shutdown: reverse start order, terminate runs.
-    tail = out.split("[7]", 1)[1]
+    tail = out.split("[8]", 1)[1]
     assert tail.index("sink") < tail.index("source") < tail.index("counter")
     assert "node stopped" in tail
 

@@ -15,7 +15,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 import trio
@@ -225,7 +225,8 @@ class Node:
 
     def find_extension(self, key: type[E]) -> E | None:
         """The value attached under ``key``, or None."""
-        return cast("E | None", self._extensions.get(key))
+        # No typing.cast here: it is a call, and telemetry looks up its state per event.
+        return self._extensions.get(key)  # type: ignore[return-value]
 
     def extension(self, key: type[E], what: str) -> E:
         """The value attached under ``key``; :class:`LookupError` naming ``what`` if none."""

@@ -79,16 +79,19 @@ def bind(**values: Scalar) -> Iterator[Snapshot]:
         _context.reset(token)
 
 
-def _check_snapshot(snapshot: object) -> Snapshot:
+def check_snapshot(snapshot: object, what: str = "restore()") -> Snapshot:
+    """``snapshot`` as an immutable context: what :func:`current` returned is returned
+    as is; any other mapping is checked like :func:`bind`'s arguments and copied.
+    Raises :class:`TypeError` naming ``what`` and the bad key or value."""
     if snapshot is _context.get():
         return snapshot
     if not isinstance(snapshot, Mapping):
         raise TypeError(
-            f"restore() takes a snapshot mapping (from current()), got "
+            f"{what} takes a snapshot mapping (from current()), got "
             f"{type(snapshot).__name__} {snapshot!r}"
         )
     for key, value in snapshot.items():
-        _check_item(key, value, "restore()")
+        _check_item(key, value, what)
     return MappingProxyType(dict(snapshot))
 
 
@@ -103,7 +106,7 @@ def restore(snapshot: Mapping[str, Scalar]) -> Iterator[Snapshot]:
     identifier-like str, values scalars) and copied. Raises :class:`TypeError`
     naming the bad key or value.
     """
-    checked = _check_snapshot(snapshot)
+    checked = check_snapshot(snapshot)
     token = _context.set(checked)
     try:
         yield checked
@@ -111,4 +114,4 @@ def restore(snapshot: Mapping[str, Scalar]) -> Iterator[Snapshot]:
         _context.reset(token)
 
 
-__all__ = ["EMPTY", "Scalar", "Snapshot", "bind", "current", "restore"]
+__all__ = ["EMPTY", "Scalar", "Snapshot", "bind", "check_snapshot", "current", "restore"]

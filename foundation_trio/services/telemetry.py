@@ -183,29 +183,36 @@ def _check_number(value: object, what: str) -> float:
 
 
 def _checked_measurements(measurements: Measurements) -> Measurements:
+    """A read-only view of ``measurements`` once checked. Not a copy: handlers run
+    before the emitter goes on, and one that keeps measurements copies them."""
     if type(measurements) is not dict and not isinstance(measurements, Mapping):
         raise TypeError(
             "measurements must be a mapping of str to numbers, got "
             f"{type(measurements).__name__} {measurements!r}"
         )
     for key, value in measurements.items():
-        if not _is_number(value):
-            raise TypeError(
-                f"measurements[{key!r}] must be an int or float, got "
-                f"{type(value).__name__} {value!r}"
-            )
-        if type(key) is not str:
-            raise TypeError(f"measurement names are str, got {key!r}")
-    return MappingProxyType(dict(measurements))
+        kind = type(value)
+        if (kind is not float and kind is not int and not _is_number(value)) or type(
+            key
+        ) is not str:
+            _bad_measurement(key, value)
+    return MappingProxyType(measurements)
+
+
+def _bad_measurement(key: object, value: object) -> None:
+    if type(key) is not str:
+        raise TypeError(f"measurement names are str, got {key!r}")
+    raise TypeError(
+        f"measurements[{key!r}] must be an int or float, got {type(value).__name__} {value!r}"
+    )
 
 
 def _with_context(metadata: Metadata | None) -> Metadata:
-    context = request_context.get()
-    if metadata is None:
-        return MappingProxyType({"context": context})
-    _check_metadata(metadata, "metadata")
-    merged: dict[str, object] = {"context": context}
-    merged.update(metadata)
+    merged: dict[str, object] = {"context": request_context.get()}
+    if metadata is not None:
+        if type(metadata) is not dict:
+            _check_metadata(metadata, "metadata")
+        merged.update(metadata)
     return MappingProxyType(merged)
 
 
