@@ -1,9 +1,16 @@
 """The Foundation core services, each started on every node by ``foundation_trio.open_node``.
 
+- :mod:`~foundation_trio.services.config` (``ft.config``): the node's validated
+  configuration tree, loaded from code, a TOML file and the environment, with
+  runtime updates of declared paths, subscriptions and persistence.
 - :mod:`~foundation_trio.services.telemetry` (``ft.telemetry``): synchronous event
   dispatch to attached handlers, spans, counters, gauges and histograms.
+- :mod:`~foundation_trio.services.events` (``ft.events``): the event store, in memory
+  or in SQLite, with correlation, queries and subscriptions.
 - :mod:`~foundation_trio.services.context` (``ft.context``): the request context,
   carried by ``contextvars`` into child tasks, spawned processes and GenServer requests.
+- :mod:`~foundation_trio.services.subscribers`: the bounded subscriptions with a
+  ``Lagged`` marker that config and events share.
 - :mod:`~foundation_trio.services.boot`: the ordered boot steps that start the
   services on a node.
 """
