@@ -119,7 +119,9 @@ from .runtime.supervisor import (
     terminate_child,
     which_children,
 )
-from .services import context, errors, telemetry
+from .services import config, context, errors, events, telemetry
+from .services.config import ConfigSource
+from .services.subscribers import Lagged
 
 __version__ = "0.1.0.dev0"
 
@@ -158,6 +160,7 @@ __all__ = [
     "ChildStarted",
     "ChildType",
     "ConfigError",
+    "ConfigSource",
     "Down",
     "DynamicSupervisorSpec",
     "Exit",
@@ -167,6 +170,7 @@ __all__ = [
     "GenServer",
     "InvalidChildSpec",
     "Killed",
+    "Lagged",
     "LifecycleEvent",
     "MailboxFull",
     "NoNodeError",
@@ -198,12 +202,14 @@ __all__ = [
     "agents",
     "call",
     "cast",
+    "config",
     "context",
     "count_children",
     "current_node",
     "delete_child",
     "demonitor",
     "errors",
+    "events",
     "exit",
     "is_alive",
     "is_orderly",

@@ -20,19 +20,19 @@ async def open_node(
     This is :func:`foundation_trio.runtime.node.open_node` (see it for the body
     as a process, the orderly shutdown, cancellation and the options
     ``mailbox_size`` and ``shutdown_timeout``) with the core services started
-    under the root supervisor before the body runs: telemetry
-    (``ft.telemetry``) today. The services stop after everything the body
-    started.
+    under the root supervisor before the body runs: config (``ft.config``),
+    telemetry (``ft.telemetry``) and events (``ft.events``), in that order. The
+    services stop after everything the body started.
 
-    ``config`` (the node's configuration tree) and ``cluster`` (joining a
-    cluster) are not implemented yet: passing anything but None raises
-    :class:`NotImplementedError`.
+    ``config`` is the node's configuration: None (the defaults), a mapping of
+    sections (``{"events": {"store": "sqlite"}}``), the path of a TOML file, or
+    a :class:`foundation_trio.ConfigSource` (with the application's own schema,
+    environment variables and persisted updates). A config that does not
+    validate fails the start with :class:`ConfigError` naming the path.
+
+    ``cluster`` (joining a cluster) is not implemented yet: passing anything
+    but None raises :class:`NotImplementedError`.
     """
-    if config is not None:
-        raise NotImplementedError(
-            "open_node(config=...): the config service is not implemented yet; "
-            "open the node without config"
-        )
     if cluster is not None:
         raise NotImplementedError(
             "open_node(cluster=...): clustering is not implemented yet; "
@@ -43,7 +43,8 @@ async def open_node(
             "foundation_trio.open_node() takes no boot steps: it boots the services "
             "itself; use foundation_trio.runtime.node.open_node(boot=[...]) for a bare node"
         )
-    async with open_runtime_node(name, boot=services_boot_steps(), **options) as node:
+    steps = services_boot_steps(config)
+    async with open_runtime_node(name, boot=steps, **options) as node:
         yield node
 
 

@@ -388,7 +388,7 @@ async def test_the_events_server_restarts_and_the_memory_store_is_kept():
         await ft.receive(lambda m: isinstance(m, ft.Down) and m.ref == ref, timeout=5)
         with trio.fail_after(5):
             while ft.whereis(events.SERVER_NAME) in (None, first):
-                await trio.sleep(0.01)
+                await trio.lowlevel.checkpoint()
         assert await events.get(event.id) == event
         await events.store(events.new_event("t", 2))
         assert len(await events.query()) == 2
@@ -408,3 +408,31 @@ async def test_outside_a_node_and_without_the_service():
             await events.query()
     with pytest.raises(TypeError, match="clock must be callable"):
         events.boot_step(clock=3)  # type: ignore[arg-type]
+
+
+async def test_events_carry_the_bound_request_context(tmp_path):
+    cfg = {"store": "sqlite", "path": str(tmp_path / "e.sqlite3")}
+    async with node(cfg, FakeClock()):
+        with ft.context.bind(request_id="r1", user_id=7):
+            event = events.new_event("t", 1)
+        assert dict(event.context) == {"request_id": "r1", "user_id": 7}
+        assert dict(events.new_event("t", 2).context) == {}
+        await events.store(event)
+    async with node(cfg, FakeClock()):
+        stored = await events.get(event.id)
+        assert stored is not None
+        assert dict(stored.context) == {"request_id": "r1", "user_id": 7}
+
+
+async def test_the_public_open_node_boots_config_then_events(tmp_path):
+    db = tmp_path / "events.sqlite3"
+    cfg = {"events": {"store": "sqlite", "path": str(db), "max_events": 10}}
+    async with ft.open_node("pub", config=cfg):
+        assert ft.config.get("events.store") == "sqlite"
+        await ft.events.store(ft.events.new_event("t", {"x": 1}))
+        assert (await ft.events.stats()).store == "sqlite"
+    async with ft.open_node("pub", config=cfg):
+        assert [e.data for e in await ft.events.query()] == [{"x": 1}]
+    with pytest.raises(TypeError, match="config must be None, a mapping"):
+        async with ft.open_node("pub", config=3):
+            pytest.fail("started")

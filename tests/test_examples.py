@@ -87,6 +87,8 @@ GUIDES = {
     "telemetry.md": 5,
     "context.md": 2,
     "errors.md": 1,
+    "config.md": 4,
+    "events.md": 3,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]
 

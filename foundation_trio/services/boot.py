@@ -10,13 +10,20 @@ everything the body started.
 from __future__ import annotations
 
 from ..runtime.node import BootStep
-from . import telemetry
+from . import config, events, telemetry
 
 
-def services_boot_steps() -> list[BootStep]:
-    """The services' boot steps for one node, in start order."""
+def services_boot_steps(config_source: object = None) -> list[BootStep]:
+    """The services' boot steps for one node, in start order.
+
+    ``config_source`` is what ``open_node(config=...)`` was given (see
+    :func:`foundation_trio.services.config.as_source`); a bad one raises
+    :class:`TypeError` here, before the node opens.
+    """
     return [
+        config.boot_step(config_source),
         telemetry.boot,
+        events.boot_step(),
     ]
 
 

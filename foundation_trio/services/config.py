@@ -44,6 +44,7 @@ import trio
 from .._validation import converter, structure_options, structure_value
 from ..runtime.errors import ConfigError, FoundationError
 from ..runtime.node import BootStep, Node, current_node
+from ..runtime.pid import ExitReason, Shutdown
 from ..runtime.server import GenServer, call
 from ..runtime.spec import ChildSpec
 from .settings import NODE_SECTIONS, UPDATABLE, EventsSettings, is_updatable
@@ -557,8 +558,12 @@ class ConfigServer(GenServer):
                 return await outcome.acapture(self.service.apply_reset)
         raise TypeError(f"config server: unknown request {request!r}")
 
-    async def terminate(self, reason: object) -> None:
-        self.service.subscribers.close()
+    async def terminate(self, reason: ExitReason) -> None:
+        # Only when the node stops: a restarted server keeps the tree and the
+        # subscriptions, which live in the service.
+        if isinstance(reason, Shutdown):
+            self.service.subscribers.close()
+            current_node().remove_extension(ConfigService)
 
 
 def boot_step(config: object = None) -> BootStep:
@@ -660,8 +665,8 @@ def subscribe(
     above ``path`` when it is given).
 
     Never slows down updates: at most ``buffer`` changes wait in the channel;
-    beyond that they are dropped, and when the subscriber has read one, a
-    :class:`Lagged` record with the number dropped comes next. Close the channel
+    beyond that they are dropped, and the next one the subscriber does get is
+    preceded by a :class:`Lagged` record with the number dropped. Close the channel
     to unsubscribe; it ends (``trio.EndOfChannel``) when the node stops.
     """
     service = _service("config.subscribe()")

@@ -37,6 +37,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 import attrs
@@ -45,8 +46,10 @@ import trio
 
 from ..runtime.errors import FoundationError
 from ..runtime.node import BootStep, Node, current_node
+from ..runtime.pid import ExitReason, Shutdown
 from ..runtime.server import GenServer, call
 from ..runtime.spec import ChildSpec
+from . import context
 from .config import ConfigService
 from .settings import EventsSettings
 from .subscribers import DEFAULT_BUFFER, Lagged, Subscribers, check_buffer
@@ -528,9 +531,15 @@ def _enable_wal(connection: sqlite3.Connection, path: str) -> None:
 
 
 def _from_row(row: tuple[Any, ...]) -> Event:
-    event_id, kind, timestamp, correlation_id, parent_id, data, context = row
+    event_id, kind, timestamp, correlation_id, parent_id, data, bound = row
     return Event(
-        event_id, kind, json.loads(data), timestamp, correlation_id, parent_id, json.loads(context)
+        event_id,
+        kind,
+        json.loads(data),
+        timestamp,
+        correlation_id,
+        parent_id,
+        MappingProxyType(json.loads(bound)),
     )
 
 
@@ -640,8 +649,12 @@ class EventsServer(GenServer):
                 return await outcome.acapture(self.service.prune, before)
         raise TypeError(f"events server: unknown request {request!r}")
 
-    async def terminate(self, reason: object) -> None:
-        await self.service.close()
+    async def terminate(self, reason: ExitReason) -> None:
+        # Only when the node stops: a restarted server adopts the open store and
+        # the subscriptions, which live in the service.
+        if isinstance(reason, Shutdown):
+            await self.service.close()
+            current_node().remove_extension(EventsService)
 
 
 def boot_step(*, clock: Clock | None = None) -> BootStep:
@@ -673,10 +686,6 @@ def _service(what: str) -> EventsService:
     return current_node().extension(EventsService, f"the event service (used by {what})")
 
 
-def _context() -> Mapping[str, Any]:
-    return {}
-
-
 def new_event(
     type: str,
     data: Any = None,
@@ -701,7 +710,7 @@ def new_event(
         else _check_time(timestamp, "events.new_event(): timestamp"),  # type: ignore[arg-type]
         correlation_id=_check_optional_id(correlation_id, "events.new_event(): correlation_id"),
         parent_id=_check_optional_id(parent_id, "events.new_event(): parent_id"),
-        context=_context(),
+        context=context.current(),
     )
 
 
@@ -824,8 +833,8 @@ def subscribe(
     in storing order.
 
     Never slows down writers: at most ``buffer`` events wait in the channel;
-    beyond that they are dropped, and when the subscriber has read one, a
-    :class:`Lagged` record with the number dropped comes next. Close the channel
+    beyond that they are dropped, and the next one the subscriber does get is
+    preceded by a :class:`Lagged` record with the number dropped. Close the channel
     to unsubscribe; it ends (``trio.EndOfChannel``) when the node stops.
     """
     service = _service("events.subscribe()")

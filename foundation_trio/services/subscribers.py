@@ -2,9 +2,9 @@
 
 A subscriber gets a trio receive channel. The publisher never waits for it: each
 subscription buffers at most ``buffer`` items, and what arrives while the buffer
-is full is dropped and counted. As soon as there is room again, the subscriber
-receives one :class:`Lagged` record saying how many items it missed, then the
-items that follow. So a subscriber that stops reading costs a bounded amount of
+is full is dropped and counted. The next item the subscriber does get (the
+first published after it made room) is preceded by one :class:`Lagged` record
+saying how many items it missed. So a subscriber that stops reading costs a bounded amount of
 memory and is told exactly what it lost; the others are not affected.
 
 A subscription ends when its receiver closes the channel (``async with channel``
@@ -107,7 +107,7 @@ class Subscribers(Generic[T]):
                 if channel.statistics().current_buffer_used >= sub.buffer:
                     if sub.missed == 0:
                         logger.warning(
-                            "a %s subscriber is not keeping up; dropping items for it",
+                            "a subscriber of %s is not keeping up; dropping items for it",
                             self._what,
                         )
                     sub.missed += 1
