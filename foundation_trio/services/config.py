@@ -574,7 +574,13 @@ def boot_step(config: object = None) -> BootStep:
     source = as_source(config)
 
     async def start_config(node: Node) -> None:
-        loaded = await trio.to_thread.run_sync(load, source)
+        if source.file is None and source.persist is None:
+            # Nothing to read: no worker thread (whose wait would also let a
+            # MockClock jump).
+            await trio.lowlevel.checkpoint()
+            loaded = load(source)
+        else:
+            loaded = await trio.to_thread.run_sync(load, source)
         service = ConfigService(source, loaded)
         node.set_extension(ConfigService, service)
         await node.start_supervisor(
