@@ -5,6 +5,14 @@ The public API is re-exported here; import it as ``import foundation_trio as ft`
 
 from . import agents
 from ._boot import open_node
+from .cluster.errors import (
+    FrameTooLarge,
+    HandshakeFailed,
+    LinkProtocolError,
+    NotConnected,
+    SendQueueFull,
+)
+from .cluster.options import ChannelOptions, Cluster, ClusterTLS
 from .runtime.errors import (
     AlreadyStarted,
     CallTimeout,
@@ -151,6 +159,7 @@ __all__ = [
     "CallTimeout",
     "CallToSelf",
     "Caller",
+    "ChannelOptions",
     "ChildCount",
     "ChildExited",
     "ChildInfo",
@@ -159,6 +168,8 @@ __all__ = [
     "ChildSpec",
     "ChildStarted",
     "ChildType",
+    "Cluster",
+    "ClusterTLS",
     "ConfigError",
     "ConfigSource",
     "Down",
@@ -167,11 +178,14 @@ __all__ = [
     "ExitReason",
     "ExitSignal",
     "FoundationError",
+    "FrameTooLarge",
     "GenServer",
+    "HandshakeFailed",
     "InvalidChildSpec",
     "Killed",
     "Lagged",
     "LifecycleEvent",
+    "LinkProtocolError",
     "MailboxFull",
     "NoNodeError",
     "NoProcess",
@@ -179,6 +193,7 @@ __all__ = [
     "Node",
     "NodeOptions",
     "Normal",
+    "NotConnected",
     "Pid",
     "ProcessExited",
     "ProcessStarted",
@@ -188,6 +203,7 @@ __all__ = [
     "RegistryClosed",
     "RegistryEvent",
     "Restart",
+    "SendQueueFull",
     "ServerExited",
     "Shutdown",
     "StartError",
