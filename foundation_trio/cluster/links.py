@@ -35,7 +35,9 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from ..runtime.errors import NoNodeError
 from ..runtime.node import _check_node_name
+from ..services import telemetry
 from . import framing
 from ._queue import SendQueue
 from ._stream import TrackedStream
@@ -48,10 +50,12 @@ from .handshake import (
     Established,
     Failed,
     PeerIdentity,
+    Reject,
     Reply,
     ServerHandshake,
     Verified,
 )
+from .handshake import encode as hs_encode
 from .options import Channel, Cluster, format_address, parse_address
 
 __all__ = [
@@ -65,6 +69,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("foundation_trio.cluster")
+
+REJECTED_EVENT = "cluster.handshake.rejected"
+"""Telemetry event of every failed handshake: measurement ``count`` (1), metadata
+``reason``, ``remote`` (address), ``side`` ("server" when we refused an incoming
+connection, "client" when our dial failed) and ``node``."""
 
 WS_PATH = "/foundation-trio"
 """The resource every node serves its links on."""
@@ -480,7 +489,7 @@ class Links:
             try:
                 frame = await ws.get_message()
             except ConnectionClosed as error:
-                conn.end(f"the peer closed the link: {_describe_close(error)}")
+                conn.end(_describe_close(error))
                 return
             if faults.enabled and faults.blackholed(peer, IN, channel):
                 continue
@@ -637,13 +646,21 @@ class Links:
             nonce=secrets.token_bytes(NONCE_SIZE),
             channels=_CHANNEL_NAMES,
         )
-        result = shake.receive(await _get_binary(ws))
+
+        async def receive() -> bytes:
+            try:
+                return await _get_binary(ws)
+            except LinkProtocolError as error:
+                await _tell(ws, hs_encode(Reject(str(error))))
+                raise _Rejected(str(error)) from None
+
+        result = shake.receive(await receive())
         if isinstance(result, Failed):
             await _tell(ws, result.reply)
             raise _Rejected(result.reason)
         assert isinstance(result, Reply)
         await ws.send_message(result.data)
-        result = shake.receive(await _get_binary(ws))
+        result = shake.receive(await receive())
         if isinstance(result, Failed):
             await _tell(ws, result.reply)
             raise _Rejected(result.reason)
@@ -914,7 +931,7 @@ class Links:
         try:
             await part(conn, link)
         except ConnectionClosed as error:
-            conn.end(f"the peer closed the link: {_describe_close(error)}")
+            conn.end(_describe_close(error))
         else:
             conn.end("connection ended")
         finally:
@@ -970,10 +987,20 @@ class Links:
             logger.exception("node %s: link event handler %r failed", self.name, callback)
 
     def _count_rejection(self, reason: str, remote: str, side: str = "server") -> None:
-        self.rejected += side == "server"
+        """Log and count a failed handshake (``side`` is where it failed: the
+        accepting "server" or the dialling "client")."""
+        if side == "server":
+            self.rejected += 1
         logger.warning(
             "node %s: handshake with %s rejected (%s side): %s", self.name, remote, side, reason
         )
+        # Links run outside a node too (tools, tests): then the log line is the record.
+        with contextlib.suppress(NoNodeError):
+            telemetry.execute(
+                REJECTED_EVENT,
+                {"count": 1},
+                {"reason": reason, "remote": remote, "side": side, "node": self.name},
+            )
 
     # -- reconnection -----------------------------------------------------------------------
 
