@@ -194,7 +194,8 @@ def _meta(auction_id: str, kind: str, **extra: object) -> dict[str, object]:
     return {"auction_id": auction_id, "kind": kind, **extra}
 
 
-def _emit_bid(auction_id: str, kind: str, outcome: Bid | RejectedBid) -> None:
+def emit_bid(auction_id: str, kind: str, outcome: Bid | RejectedBid) -> None:
+    """Emit ``agents.auction.bid_accepted`` or ``agents.auction.bid_rejected``."""
     if isinstance(outcome, Bid):
         emit(
             "agents.auction.bid_accepted",
@@ -210,18 +211,21 @@ def _emit_bid(auction_id: str, kind: str, outcome: Bid | RejectedBid) -> None:
 
 
 def _emit_end(report: AuctionReport) -> None:
-    result = report.result
     duration = report.finished_at - report.started_at
-    meta = _meta(report.auction_id, result.kind)
-    if result.status is AuctionStatus.SOLD:
-        assert result.winner is not None
-        assert result.price is not None
+    emit_auction_end(report.auction_id, report.result, duration)
+    if report.result.winner is not None:
+        count_win(report.result.kind, report.result.winner)
+
+
+def emit_auction_end(auction_id: str, result: AuctionResult, duration: float) -> None:
+    """Emit ``agents.auction.cleared`` or ``agents.auction.no_sale`` for ``result``."""
+    meta = _meta(auction_id, result.kind)
+    if result.winner is not None and result.price is not None:
         emit(
             "agents.auction.cleared",
             {"price": result.price, "bids": len(result.bids), "duration": duration},
             {**meta, "winner": result.winner},
         )
-        count_win(result.kind, result.winner)
     else:
         emit(
             "agents.auction.no_sale",
@@ -288,7 +292,7 @@ async def sealed_bid_auction(
     )
     rounds = [bidding]
     for answer in bidding.responses():
-        _emit_bid(
+        emit_bid(
             auction_id,
             kind,
             auction.submit(
@@ -300,7 +304,7 @@ async def sealed_bid_auction(
         sorted(late, key=lambda o: (o.received_at, o.participant))
     ):
         seq = len(bidding.responses()) + extra
-        _emit_bid(
+        emit_bid(
             auction_id,
             kind,
             auction.submit(
@@ -349,34 +353,58 @@ def _failure_reason(outcome: object) -> str:
     return type(outcome).__name__.lower()
 
 
-async def _clock(
-    kind: str,
-    auction_id: str,
-    item: str,
-    step_timeout: float,
-    price: float,
-    round_number: int,
-    active: Iterable[str],
-    rng: random.Random | None,
-) -> tuple[RoundResult, dict[str, int]]:
-    """One clock step: offer ``price`` to ``active``; who said ``True`` in time, by seq."""
-    step = await run_round(
-        sorted(active),
-        PriceOffer(auction_id=auction_id, item=item, kind=kind, price=price, round=round_number),
-        deadline=deadline_in(step_timeout),
-        rng=rng,
-        name=f"{auction_id}.round{round_number}",
-    )
-    yes = {o.participant: o.seq for o in step.responses() if o.value is True}
-    return step, yes
-
-
 def _emit_round(auction_id: str, kind: str, step: ClockRound) -> None:
     emit(
         "agents.auction.round",
         {"round": step.round, "price": step.price, "stayed": len(step.stayed)},
         _meta(auction_id, kind, dropped=step.dropped),
     )
+
+
+async def _run_clock(
+    auction: EnglishAuction | DutchAuction,
+    auction_id: str,
+    item: str,
+    reserve: float,
+    step_timeout: float,
+    rng: random.Random | None,
+) -> AuctionReport:
+    """Drive a clock auction: each step offers the price to the bidders still in (all
+    of them for Dutch) under one deadline and feeds the ``True`` answers, by seq."""
+    kind = auction.kind
+    started = trio.current_time()
+    emit(
+        "agents.auction.started",
+        {"participants": len(auction.participants)},
+        _meta(auction_id, kind, item=item, reserve=reserve),
+    )
+    rounds: list[RoundResult] = []
+    while auction.result is None:
+        if isinstance(auction, EnglishAuction):
+            number, asked = auction.round, auction.active
+        else:
+            number, asked = auction.step, auction.participants
+        offer = PriceOffer(
+            auction_id=auction_id, item=item, kind=kind, price=auction.price, round=number
+        )
+        answers = await run_round(
+            sorted(asked),
+            offer,
+            deadline=deadline_in(step_timeout),
+            rng=rng,
+            name=f"{auction_id}.round{number}",
+        )
+        rounds.append(answers)
+        yes = {o.participant: o.seq for o in answers.responses() if o.value is True}
+        now = trio.current_time()
+        if isinstance(auction, EnglishAuction):
+            step = auction.record_round(yes, now=now)
+        else:
+            step = auction.record_step(yes, now=now)
+        _emit_round(auction_id, kind, step)
+    report = AuctionReport(auction_id, auction.result, tuple(rounds), started, trio.current_time())
+    _emit_end(report)
+    return report
 
 
 async def english_auction(
@@ -402,30 +430,7 @@ async def english_auction(
     config = EnglishConfig(start_price=start_price, increment=increment, max_rounds=max_rounds)
     auction_id = new_id("auction") if auction_id is None else check_id(auction_id, "auction_id")
     auction = EnglishAuction(ids, config)
-    started = trio.current_time()
-    emit(
-        "agents.auction.started",
-        {"participants": len(ids)},
-        _meta(auction_id, auction.kind, item=item, reserve=config.start_price),
-    )
-    rounds: list[RoundResult] = []
-    while auction.result is None:
-        step_round, stayed = await _clock(
-            auction.kind,
-            auction_id,
-            item,
-            step_timeout,
-            auction.price,
-            auction.round,
-            auction.active,
-            rng,
-        )
-        rounds.append(step_round)
-        step = auction.record_round(stayed, now=trio.current_time())
-        _emit_round(auction_id, auction.kind, step)
-    report = AuctionReport(auction_id, auction.result, tuple(rounds), started, trio.current_time())
-    _emit_end(report)
-    return report
+    return await _run_clock(auction, auction_id, item, config.start_price, step_timeout, rng)
 
 
 async def dutch_auction(
@@ -452,23 +457,7 @@ async def dutch_auction(
     config = DutchConfig(start_price=start_price, decrement=decrement, floor=floor)
     auction_id = new_id("auction") if auction_id is None else check_id(auction_id, "auction_id")
     auction = DutchAuction(ids, config)
-    started = trio.current_time()
-    emit(
-        "agents.auction.started",
-        {"participants": len(ids)},
-        _meta(auction_id, auction.kind, item=item, reserve=config.floor),
-    )
-    rounds: list[RoundResult] = []
-    while auction.result is None:
-        step_round, accepted = await _clock(
-            auction.kind, auction_id, item, seconds, auction.price, auction.step, ids, rng
-        )
-        rounds.append(step_round)
-        step = auction.record_step(accepted, now=trio.current_time())
-        _emit_round(auction_id, auction.kind, step)
-    report = AuctionReport(auction_id, auction.result, tuple(rounds), started, trio.current_time())
-    _emit_end(report)
-    return report
+    return await _run_clock(auction, auction_id, item, config.floor, seconds, rng)
 
 
 async def combinatorial_auction(

@@ -427,3 +427,23 @@ async def test_wins_are_counted_per_agent_and_protocol(autojump_clock):
         metric = ft.telemetry.metrics()["agents_wins_total"]
         counted = {(s.labels["protocol"], s.labels["agent"]): s.value for s in metric.samples}
         assert counted == {("sealed_second_price", "a"): 3.0, ("dutch", "a"): 1.0}
+
+
+async def test_same_seed_same_result_when_tied_bids_arrive_together(autojump_clock):
+    import random
+
+    async def winner(seed: int) -> tuple[str | None, float | None]:
+        report = await sealed_bid_auction(
+            ["a", "b", "c", "d"], timeout=1.0, rng=random.Random(seed)
+        )
+        return report.winner, report.price
+
+    async with ft.open_node("t"):
+        await bidders(a=(5.0,), b=(5.0,), c=(5.0,), d=(1.0,))
+        # Tied top bids received at the same instant: the receipt order follows the
+        # seeded invitation order, so the seed decides, reproducibly.
+        firsts = {seed: await winner(seed) for seed in range(8)}
+        again = {seed: await winner(seed) for seed in range(8)}
+        assert firsts == again
+        assert {w for w, _ in firsts.values()} == {"a", "b", "c"}
+        assert {p for _, p in firsts.values()} == {5.0}
