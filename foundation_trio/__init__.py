@@ -3,7 +3,7 @@
 The public API is re-exported here; import it as ``import foundation_trio as ft``.
 """
 
-from . import agents
+from . import agents, society
 from ._boot import open_node
 from .cluster.errors import (
     FrameTooLarge,
@@ -241,6 +241,7 @@ __all__ = [
     "self_pid",
     "send",
     "send_nowait",
+    "society",
     "spawn",
     "start_child",
     "start_server",

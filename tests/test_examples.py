@@ -30,6 +30,16 @@ EXPECTED = {
         "lobby via Via:",
         "done",
     ],
+    "society.py": [
+        "skipped 'bob oops': ValueError",
+        "ann total 200",
+        "cy total 205",
+        "mean 80.8 stdev 64.6",
+        "pool parse: completed 6 failed 1 restarts 1",
+        "pool users: completed 6 failed 0 restarts 0",
+        "status ok",
+        "society stopped: True",
+    ],
 }
 
 
@@ -105,6 +115,28 @@ def test_guide_program_runs(where: str, code: str):
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
+    assert result.stdout.strip(), f"{where} printed nothing"
+
+
+# -- the runnable programs of docs/society.md ------------------------------------------
+
+SOCIETY_PROGRAMS = doc_programs("society.md")
+
+
+def test_society_guide_has_programs():
+    assert len(SOCIETY_PROGRAMS) >= 6
+
+
+@pytest.mark.parametrize(("where", "code"), SOCIETY_PROGRAMS, ids=[w for w, _ in SOCIETY_PROGRAMS])
+def test_society_guide_program_runs(where: str, code: str):
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
