@@ -758,3 +758,51 @@ async def test_health_reports_a_worker_being_restarted_as_degraded(autojump_cloc
         health = s.health()
         assert health.status == "ok"
         assert health.pools[0].restarts == 1
+
+
+# -- telemetry ---------------------------------------------------------------------------
+
+
+async def test_society_emits_telemetry_events(autojump_clock):
+    events = []
+
+    def handler(name, measurements, metadata):
+        events.append((name, dict(measurements), dict(metadata)))
+
+    async with ft.open_node("t"):
+        ft.telemetry.attach(
+            "society-test",
+            [
+                "society.job.completed",
+                "society.job.failed",
+                "society.worker.restarted",
+                "society.pool.scaled",
+                "society.stopped",
+            ],
+            handler,
+        )
+        s = await soc.start(
+            soc.pool("p", echo, min=1, max=2, scale_samples=1, scale_up_depth=2.0),
+            name="tele",
+        )
+        assert await s.submit(("sleep", 0.5)) == ("sleep", 0.5)
+        with pytest.raises(soc.JobFailed):
+            await s.submit(ValueError("bad"))
+        for _ in range(4):
+            await s.cast(("sleep", 1.0))
+        await trio.sleep(1.5)
+        await s.stop()
+    names = [name for name, _, _ in events]
+    assert names[:3] == ["society.job.completed", "society.job.failed", "society.worker.restarted"]
+    assert "society.pool.scaled" in names
+    assert names[-1] == "society.stopped"
+    completed = events[0]
+    assert completed[1] == {"latency": 0.5, "queue_time": 0.0, "run_time": 0.5}
+    assert completed[2]["society"] == "tele"
+    assert completed[2]["pool"] == "p"
+    failed = events[1][2]
+    assert failed["reason"] == "ValueError('bad')"
+    scaled = next(e for e in events if e[0] == "society.pool.scaled")
+    assert scaled[1]["workers_before"] == 1.0
+    assert scaled[1]["workers"] == 2.0
+    assert scaled[2]["direction"] == "up"

@@ -48,6 +48,7 @@ from ..runtime.registry import Registry, Via
 from ..runtime.server import GenServer, cast, stop
 from ..runtime.spec import ONE_FOR_ALL, TRANSIENT, ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 from ..runtime.supervisor import start_child
+from ..services import telemetry
 from .errors import JobFailed, NotAMember, QueueFull, SocietyStopped
 from .options import PoolOptions, SocietyOptions
 from .topology import neighbour_positions
@@ -423,14 +424,21 @@ class _Pool:
         if len(slot.queue) == self.options.queue_size - 1:
             self.room.unpark_all()
 
-    def complete(self, job: _Job, value: Any) -> None:
+    def complete(self, job: _Job, value: Any, worker: Pid) -> None:
         now = trio.current_time()
         self.completed += 1
-        self.latency.append(now - job.submitted)
-        self.run_time.append(now - job.started)
+        latency = now - job.submitted
+        run_time = now - job.started
+        self.latency.append(latency)
+        self.run_time.append(run_time)
         job.result = outcome.Value(value)
         if job.done is not None:
             job.done.set()
+        self.society.emit(
+            "society.job.completed",
+            {"latency": latency, "queue_time": latency - run_time, "run_time": run_time},
+            {"pool": self.name, "worker": worker},
+        )
 
     def fail(self, job: _Job, error: BaseException) -> None:
         self.failed += 1
@@ -438,6 +446,7 @@ class _Pool:
         metadata: dict[str, object] = {"pool": self.name, "error": repr(error)}
         if isinstance(error, JobFailed):
             metadata["worker"] = error.worker
+            metadata["reason"] = repr(error.reason)
         self.society.emit(
             "society.job.failed", {"queue_time": _queue_time(job, trio.current_time())}, metadata
         )
@@ -529,7 +538,7 @@ async def _worker_main(
             job.started = trio.current_time()
             result = await worker.handle_job(job.payload)
             slot.current = None
-            pool.complete(job, result)
+            pool.complete(job, result, process.pid)
             run += 1
             if run >= JOBS_PER_YIELD:
                 run = 0
@@ -652,8 +661,9 @@ class _State:
     def emit(
         self, event: str, measurements: Mapping[str, float], metadata: Mapping[str, object]
     ) -> None:
-        """Report a telemetry event (see docs/society.md for the names)."""
-        logger.debug("society %s: %s %s %s", self.name, event, dict(measurements), metadata)
+        """Report a telemetry event, with the society's name in its metadata (see
+        docs/society.md for the names). Costs a lookup when nobody listens."""
+        telemetry.execute(event, measurements, {"society": self.name, **metadata})
 
     def supervisor_exited(self, _process: Process, reason: ExitReason) -> None:
         """Exit hook of the society's supervisor."""
@@ -662,6 +672,7 @@ class _State:
     def close(self, reason: ExitReason) -> None:
         """The society is gone: fail what can no longer run, wake who waits."""
         self.closed = reason
+        self.emit("society.stopped", {}, {"reason": repr(reason)})
         registry = self.node.find_extension(_Societies)
         if registry is not None and registry.by_name.get(self.name) is self:
             del registry.by_name[self.name]
