@@ -3,7 +3,7 @@
 The public API is re-exported here; import it as ``import foundation_trio as ft``.
 """
 
-from . import agents, society
+from . import agents, services, society
 from ._boot import open_node
 from .cluster.errors import (
     FrameTooLarge,
@@ -127,7 +127,7 @@ from .runtime.supervisor import (
     terminate_child,
     which_children,
 )
-from .services import config, context, errors, events, telemetry
+from .services import config, context, errors, events, protection, telemetry
 from .services.config import ConfigSource
 from .services.subscribers import Lagged
 
@@ -233,6 +233,7 @@ __all__ = [
     "monitor",
     "open_node",
     "processes",
+    "protection",
     "receive",
     "register",
     "registered",
@@ -241,6 +242,7 @@ __all__ = [
     "self_pid",
     "send",
     "send_nowait",
+    "services",
     "society",
     "spawn",
     "start_child",

@@ -126,17 +126,41 @@ class Registry:
 
     # -- writing (always the calling process) -------------------------------------
 
-    def register(self, key: Hashable, value: Any = None) -> None:
-        """Register the calling process under ``key`` with ``value``.
+    def register(self, key: Hashable, value: Any = None, *, pid: Pid | None = None) -> None:
+        """Register the calling process (or the live local process ``pid``) under
+        ``key`` with ``value``.
 
         In a unique registry a taken key raises :class:`AlreadyStarted` with the
-        holder's pid.
+        holder's pid; a ``pid`` that is not a live process of this node raises
+        :class:`NoProcess`. The entry leaves when that process ends.
         """
-        self._add(key, current_process("Registry.register()"), value)
+        self._add(key, self._process_of(pid, "Registry.register()"), value)
 
-    def unregister(self, key: Hashable) -> None:
-        """Remove the calling process's entries under ``key`` (no error if none)."""
-        self._remove(key, current_process("Registry.unregister()"))
+    def unregister(self, key: Hashable, *, pid: Pid | None = None) -> None:
+        """Remove the entries of the calling process (or of ``pid``) under ``key``;
+        no error if there are none."""
+        if pid is not None and not isinstance(pid, Pid):
+            raise TypeError(f"Registry.unregister(): pid must be a Pid or None, got {pid!r}")
+        caller = current_process("Registry.unregister()")
+        if pid is None:
+            self._remove(key, caller)
+            return
+        for entry in list(self._entries.get(key, ())):
+            if entry.process.pid == pid:
+                self._remove(key, entry.process)
+                return
+
+    @staticmethod
+    def _process_of(pid: Pid | None, what: str) -> Process:
+        caller = current_process(what)
+        if pid is None:
+            return caller
+        if not isinstance(pid, Pid):
+            raise TypeError(f"{what}: pid must be a Pid or None, got {pid!r}")
+        process = caller.node.lookup(pid, name_must_exist=False)
+        if process is None:
+            raise NoProcess(pid)
+        return process
 
     def update_value(self, key: Hashable, update: Callable[[Any], Any]) -> Any:
         """Unique registries: replace the calling process's value under ``key`` with

@@ -10,7 +10,7 @@ everything the body started.
 from __future__ import annotations
 
 from ..runtime.node import BootStep
-from . import config, events, telemetry
+from . import config, events, protection, registry, telemetry
 
 
 def services_boot_steps(config_source: object = None) -> list[BootStep]:
@@ -24,6 +24,8 @@ def services_boot_steps(config_source: object = None) -> list[BootStep]:
         config.boot_step(config_source),
         telemetry.boot,
         events.boot_step(),
+        registry.boot,
+        protection.boot,
     ]
 
 
