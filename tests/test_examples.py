@@ -99,6 +99,8 @@ GUIDES = {
     "errors.md": 1,
     "config.md": 4,
     "events.md": 3,
+    "services.md": 3,
+    "protection.md": 4,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]
 

@@ -13,7 +13,6 @@ import trio
 import trio.testing
 
 import foundation_trio as ft
-from foundation_trio.runtime.node import open_node as open_runtime_node
 from foundation_trio.services import telemetry
 
 protection = ft.protection
@@ -144,7 +143,7 @@ async def test_a_checkout_cancelled_in_the_factory_or_health_check_holds_nothing
 
 async def test_checkout_times_out_with_a_typed_error(autojump_clock):
     events = []
-    async with open_runtime_node("pool", boot=[telemetry.boot]):
+    async with ft.open_node("pool"):
         telemetry.attach(
             "t", ["protection.pool.checkout_timeout"], lambda n, m, md: events.append(dict(m))
         )
@@ -275,7 +274,10 @@ async def test_random_cancellations_leak_nothing(autojump_clock):
     rng = random.Random(1234)
     factory = Factory(delay=0.05)
     pool = make_pool(
-        factory, size=3, health_check=factory.check, checkout_timeout=0.5,
+        factory,
+        size=3,
+        health_check=factory.check,
+        checkout_timeout=0.5,
         discard_on=ConnectionError,
     )
     outcomes = {"ok": 0, "timeout": 0, "cancelled": 0, "broken": 0}
@@ -301,9 +303,7 @@ async def test_random_cancellations_leak_nothing(autojump_clock):
 
     async with trio.open_nursery() as nursery:
         for _ in range(300):
-            nursery.start_soon(
-                user, rng.uniform(0, 0.3), rng.uniform(0, 1.0), rng.random() < 0.1
-            )
+            nursery.start_soon(user, rng.uniform(0, 0.3), rng.uniform(0, 1.0), rng.random() < 0.1)
             await trio.sleep(rng.uniform(0, 0.05))
             stats = pool.stats()
             assert stats.in_use + stats.idle <= stats.size

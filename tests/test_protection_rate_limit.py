@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import foundation_trio as ft
-from foundation_trio.runtime.node import open_node as open_runtime_node
 from foundation_trio.services import telemetry
 
 protection = ft.protection
@@ -51,15 +50,17 @@ def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, rate, t, off
             try:
                 limiter.acquire("client")
             except protection.RateLimited as refused:
-                assert refused.retry_after > 0
-                # The next token's moment lies after the interval: stop. (Token
-                # moments differ from ``end`` by 0 or by far more than 1e-6 here.)
-                if trio.current_time() + refused.retry_after > end + 1e-6:
-                    return admitted, sleeps
-                await trio.sleep(refused.retry_after)
-                sleeps += 1
+                retry_after = refused.retry_after
             else:
                 admitted += 1
+                continue
+            assert retry_after > 0
+            # The next token's moment lies after the interval: stop. (Token
+            # moments differ from ``end`` by 0 or by far more than 1e-6 here.)
+            if trio.current_time() + retry_after > end + 1e-6:
+                return admitted, sleeps
+            await trio.sleep(retry_after)
+            sleeps += 1
 
     admitted, sleeps = run_mock(greedy, offset)
     assert admitted == expected
@@ -72,8 +73,10 @@ def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, rate, t, off
     burst=bursts,
     rate=rates,
     steps=st.lists(
-        st.tuples(st.integers(min_value=0, max_value=64 * 5).map(lambda k: k / 64),
-                  st.integers(min_value=1, max_value=60)),
+        st.tuples(
+            st.integers(min_value=0, max_value=64 * 5).map(lambda k: k / 64),
+            st.integers(min_value=1, max_value=60),
+        ),
         min_size=1,
         max_size=30,
     ),
@@ -137,7 +140,7 @@ async def test_keys_have_their_own_buckets_in_a_bounded_table(autojump_clock):
 
 async def test_rejections_are_telemetry_events(autojump_clock):
     seen: list[tuple[dict[str, Any], Any]] = []
-    async with open_runtime_node("rl", boot=[telemetry.boot]):
+    async with ft.open_node("rl"):
         telemetry.attach(
             "t",
             ["protection.rate_limit.rejected"],

@@ -24,7 +24,7 @@ svc = ft.services
 
 
 def services_node(name: str = "reg") -> Any:
-    return open_runtime_node(name, boot=[telemetry.boot, service_registry.boot])
+    return ft.open_node(name)
 
 
 async def idle() -> None:

@@ -23,3 +23,47 @@ exposed at the top level:
 - :mod:`~foundation_trio.services.boot`: the ordered boot steps that start the
   services on a node.
 """
+
+from .registry import (
+    CheckCrashed,
+    HealthCheck,
+    HealthStatus,
+    Healthy,
+    ProcessDead,
+    ServiceAlreadyRegistered,
+    ServiceInfo,
+    ServiceNotFound,
+    ServiceWaitTimeout,
+    TimedOut,
+    Unhealthy,
+    discover,
+    health,
+    info,
+    list_services,
+    lookup,
+    register,
+    unregister,
+    wait_for,
+)
+
+__all__ = [
+    "CheckCrashed",
+    "HealthCheck",
+    "HealthStatus",
+    "Healthy",
+    "ProcessDead",
+    "ServiceAlreadyRegistered",
+    "ServiceInfo",
+    "ServiceNotFound",
+    "ServiceWaitTimeout",
+    "TimedOut",
+    "Unhealthy",
+    "discover",
+    "health",
+    "info",
+    "list_services",
+    "lookup",
+    "register",
+    "unregister",
+    "wait_for",
+]
