@@ -5,6 +5,7 @@ The public API is re-exported here; import it as ``import foundation_trio as ft`
 
 from . import agents, services, society
 from ._boot import open_node
+from .cluster import wire
 from .cluster.errors import (
     FrameTooLarge,
     HandshakeFailed,
@@ -13,6 +14,15 @@ from .cluster.errors import (
     SendQueueFull,
 )
 from .cluster.options import ChannelOptions, Cluster, ClusterTLS
+from .cluster.remote import (
+    cluster_address,
+    connect_node,
+    demonitor_node,
+    monitor_node,
+    nodes,
+    ping,
+)
+from .cluster.wire import RemoteError
 from .runtime.errors import (
     AlreadyStarted,
     CallTimeout,
@@ -23,6 +33,7 @@ from .runtime.errors import (
     FoundationError,
     InvalidChildSpec,
     MailboxFull,
+    NodeDown,
     NoNodeError,
     NoProcess,
     NoSuchChild,
@@ -191,6 +202,7 @@ __all__ = [
     "NoProcess",
     "NoSuchChild",
     "Node",
+    "NodeDown",
     "NodeOptions",
     "Normal",
     "NotConnected",
@@ -202,6 +214,7 @@ __all__ = [
     "Registry",
     "RegistryClosed",
     "RegistryEvent",
+    "RemoteError",
     "Restart",
     "SendQueueFull",
     "ServerExited",
@@ -218,12 +231,15 @@ __all__ = [
     "agents",
     "call",
     "cast",
+    "cluster_address",
     "config",
+    "connect_node",
     "context",
     "count_children",
     "current_node",
     "delete_child",
     "demonitor",
+    "demonitor_node",
     "errors",
     "events",
     "exit",
@@ -231,7 +247,10 @@ __all__ = [
     "is_orderly",
     "link",
     "monitor",
+    "monitor_node",
+    "nodes",
     "open_node",
+    "ping",
     "processes",
     "protection",
     "receive",
@@ -256,4 +275,5 @@ __all__ = [
     "unregister",
     "whereis",
     "which_children",
+    "wire",
 ]

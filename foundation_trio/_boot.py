@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
+from .cluster.options import Cluster
 from .runtime.node import Node
 from .runtime.node import open_node as open_runtime_node
 from .services.boot import services_boot_steps
@@ -13,7 +14,11 @@ from .services.boot import services_boot_steps
 
 @asynccontextmanager
 async def open_node(
-    name: str = "nonode", *, config: object = None, cluster: object = None, **options: Any
+    name: str = "nonode",
+    *,
+    config: object = None,
+    cluster: Cluster | Literal["auto"] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Node]:
     """Run a node, with the core services, for the duration of the ``async with`` block.
 
@@ -30,20 +35,27 @@ async def open_node(
     environment variables and persisted updates). A config that does not
     validate fails the start with :class:`ConfigError` naming the path.
 
-    ``cluster`` (joining a cluster) is not implemented yet: passing anything
-    but None raises :class:`NotImplementedError`.
+    ``cluster``, a :class:`foundation_trio.Cluster`, joins the node to a cluster:
+    after the services, a ``"cluster"`` supervisor starts the node's links (its
+    websocket endpoint, listening before the body runs, and its seeds) and the
+    remote-process service, so that ``send``, ``call``, ``monitor`` and ``link``
+    reach processes on other nodes (see docs/cluster.md); it stops after
+    everything the body started and before the services. Anything else than a
+    ``Cluster`` raises :class:`TypeError`; ``"auto"`` (discovery) raises
+    :class:`NotImplementedError`.
     """
-    if cluster is not None:
-        raise NotImplementedError(
-            "open_node(cluster=...): clustering is not implemented yet; "
-            "open the node without cluster"
-        )
     if "boot" in options:
         raise TypeError(
             "foundation_trio.open_node() takes no boot steps: it boots the services "
             "itself; use foundation_trio.runtime.node.open_node(boot=[...]) for a bare node"
         )
     steps = services_boot_steps(config)
+    if cluster is not None:
+        # Imported here: the links need trio-websocket, which a node without a
+        # cluster should not have to import.
+        from .cluster.boot import cluster_boot
+
+        steps.append(cluster_boot(cluster))
     async with open_runtime_node(name, boot=steps, **options) as node:
         yield node
 

@@ -12,6 +12,21 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
+    "cluster_counter.py": [
+        "connected nodes: ['b']",
+        "add 2 -> 42",
+        "after a plain message: 142",
+        "after reset: 0",
+        "the server saw request req-7 from True",
+        "call failed: ValueError asked to crash",
+        "monitor: ValueError",
+        "link: ValueError",
+        "restarted: True 40",
+        "node down: b - node 'b' stopped",
+        "call after: NodeDown b",
+        "connected nodes: []",
+        "node a closed",
+    ],
     "counter.py": ["after add 2: 2", "after reset: 0", "node closed"],
     "supervision_tree.py": [
         "ONE_FOR_ONE  b crashed -> restarted ['b']",
@@ -101,6 +116,7 @@ GUIDES = {
     "events.md": 3,
     "services.md": 3,
     "protection.md": 4,
+    "cluster.md": 1,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]
 

@@ -64,6 +64,33 @@ class ServerExited(FoundationError):
         self.reason = reason
 
 
+class NodeDown(FoundationError, ConnectionError):
+    """Another node is not connected, or the connection to it was lost.
+
+    ``node`` is that node's name and ``reason`` says why the link went down
+    (``"not connected"`` when there was none). Raised by ``call`` and ``ping`` to a
+    process or node that cannot be reached; the exit reason of a remote process
+    whose node was lost, as seen by its monitors (``Down``) and links (as in
+    Erlang's ``noconnection``); and the message ``monitor_node`` delivers.
+    """
+
+    def __init__(self, node: str, reason: str) -> None:
+        super().__init__(f"node {node!r} is down: {reason}")
+        self.node = node
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"NodeDown({self.node!r}, {self.reason!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NodeDown):
+            return NotImplemented
+        return (self.node, self.reason) == (other.node, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((NodeDown, self.node, self.reason))
+
+
 class CallToSelf(FoundationError):
     """A process called itself; it would wait for its own reply forever."""
 

@@ -35,6 +35,7 @@ from .process import (
     run_process,
     set_current_process,
 )
+from .remote import RemoteRouter
 from .timers import CallTimers
 
 logger = logging.getLogger("foundation_trio.node")
@@ -76,6 +77,8 @@ class Node:
         self.lifecycle_hooks: list[Callable[[LifecycleEvent], None]] = []
         self.call_timers = CallTimers()
         self._extensions: dict[type[Any], object] = {}
+        self.remote: RemoteRouter | None = None
+        """Reaches processes on other nodes; installed by the cluster layer."""
         self.spawn_nursery: trio.Nursery
         self.root: Process
         self.shell: Process
@@ -131,7 +134,10 @@ class Node:
             name, node_name = target
             if node_name == self.name:
                 return self.lookup(name, name_must_exist=name_must_exist)
-            if name_must_exist:
+            if not isinstance(name, str) or not isinstance(node_name, str):
+                raise TypeError(f"a (name, node) target is a pair of str, got {target!r}")
+            # With a cluster, the caller hands a remote pair to ``self.remote``.
+            if name_must_exist and self.remote is None:
                 raise NoProcess(f"{name!r} on node {node_name!r} (not connected)")
             return None
         resolve = getattr(target, "resolve_process", None)
@@ -145,7 +151,16 @@ class Node:
             f"got {target!r}"
         )
 
-    def whereis(self, name: str) -> Pid | None:
+    def whereis(self, name: str | tuple[str, str]) -> Pid | None:
+        if isinstance(name, tuple) and len(name) == 2:
+            local_name, node_name = name
+            if not isinstance(local_name, str) or not isinstance(node_name, str):
+                raise TypeError(f"whereis() takes a name or a (name, node) pair, got {name!r}")
+            if node_name != self.name:
+                return None if self.remote is None else self.remote.whereis(node_name, local_name)
+            name = local_name
+        if not isinstance(name, str):
+            raise TypeError(f"whereis() takes a name or a (name, node) pair, got {name!r}")
         process = self.names.get(name)
         return None if process is None else process.pid
 
@@ -157,6 +172,8 @@ class Node:
         if process.names is None:
             process.names = []
         process.names.append(name)
+        if self.remote is not None:
+            self.remote.names_changed(name, process.pid)
 
     def unregister_name(self, name: str) -> bool:
         process = self.names.pop(name, None)
@@ -164,6 +181,8 @@ class Node:
             return False
         if process.names is not None and name in process.names:
             process.names.remove(name)
+        if self.remote is not None:
+            self.remote.names_changed(name, None)
         return True
 
     # -- exits and lifecycle events --------------------------------------------------------
@@ -179,6 +198,8 @@ class Node:
             for name in process.names:
                 if self.names.get(name) is process:
                     del self.names[name]
+                    if self.remote is not None:
+                        self.remote.names_changed(name, None)
             process.names = None
         if process.exit_hooks:
             hooks, process.exit_hooks = process.exit_hooks, None
@@ -403,8 +424,13 @@ async def _stop_all(processes: Sequence[Process], timeout: float) -> None:
         await process.wait_exited()
 
 
-def whereis(name: str) -> Pid | None:
-    """The pid registered as ``name`` on this node, or None."""
+def whereis(name: str | tuple[str, str]) -> Pid | None:
+    """The pid registered as ``name`` on this node, or None.
+
+    A ``(name, node)`` pair naming another node answers from the names that node
+    announced to this one (see ``docs/cluster.md``): None when that node is not
+    connected or has no such name. It never waits.
+    """
     return current_process("whereis()").node.whereis(name)
 
 
@@ -442,7 +468,7 @@ def processes() -> list[Pid]:
 
 
 def is_alive(pid: Pid) -> bool:
-    """Whether ``pid`` is a live process of this node."""
+    """Whether ``pid`` is a live process of this node (False for other nodes' pids)."""
     return current_process("is_alive()").node.lookup(pid, name_must_exist=False) is not None
 
 

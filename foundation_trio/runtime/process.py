@@ -42,6 +42,7 @@ from .pid import (
     Ref,
     Shutdown,
 )
+from .remote import split_remote
 
 if TYPE_CHECKING:
     from .node import Node
@@ -366,11 +367,20 @@ async def send(target: Target, message: object) -> None:
 
     Sending to a pid that has exited is a silent no-op, as in Erlang; sending to a
     name nobody holds raises :class:`NoProcess`. If cancelled, nothing was sent.
+    A target on another node goes through the node's cluster (``node.remote``),
+    with the semantics of docs/cluster.md.
     """
     await checkpoint_if_cancelled()
-    dest = current_process("send()").node.lookup(target, name_must_exist=True)
+    sender = current_process("send()")
+    node = sender.node
+    dest = node.lookup(target, name_must_exist=True)
     if dest is not None:
         await deliver(dest, message)
+    elif node.remote is not None:
+        remote = split_remote(node.name, target)
+        if remote is not None:
+            await node.remote.send(sender, remote[0], remote[1], message)
+            return
     await cancel_shielded_checkpoint()
 
 
@@ -386,9 +396,14 @@ async def deliver(dest: Process, message: object) -> None:
 
 def send_nowait(target: Target, message: object) -> None:
     """Like :func:`send`, but raise :class:`MailboxFull` instead of waiting."""
-    node = current_process("send_nowait()").node
+    sender = current_process("send_nowait()")
+    node = sender.node
     dest = node.lookup(target, name_must_exist=True)
     if dest is None:
+        if node.remote is not None:
+            remote = split_remote(node.name, target)
+            if remote is not None:
+                node.remote.send_nowait(sender, remote[0], remote[1], message)
         return
     if dest.mailbox.is_full():
         raise MailboxFull(dest.pid, dest.mailbox.capacity)
@@ -425,11 +440,18 @@ def link(target: Target) -> None:
     exit signal to the other.
 
     If ``target`` is not alive, a process trapping exits receives
-    ``Exit(pid, NoProcess)``; one not trapping gets :class:`NoProcess` raised.
+    ``Exit(pid, NoProcess)``; one not trapping gets :class:`NoProcess` raised. A
+    target on another node is linked through the node's cluster (docs/cluster.md).
     """
     caller = current_process("link()")
-    dest = caller.node.lookup(target, name_must_exist=False)
+    node = caller.node
+    dest = node.lookup(target, name_must_exist=False)
     if dest is None:
+        if node.remote is not None:
+            remote = split_remote(node.name, target)
+            if remote is not None:
+                node.remote.link(caller, remote[0], remote[1])
+                return
         if caller.trap_exits and isinstance(target, Pid):
             caller.mailbox.put(Exit(target, NoProcess(target)))
             return
@@ -440,8 +462,15 @@ def link(target: Target) -> None:
 def unlink(target: Target) -> None:
     """Remove the link between the calling process and ``target``, if any."""
     caller = current_process("unlink()")
-    dest = caller.node.lookup(target, name_must_exist=False)
-    if dest is None or caller.links is None:
+    node = caller.node
+    dest = node.lookup(target, name_must_exist=False)
+    if dest is None:
+        if node.remote is not None:
+            remote = split_remote(node.name, target)
+            if remote is not None:
+                node.remote.unlink(caller, remote[0], remote[1])
+        return
+    if caller.links is None:
         return
     caller.links.discard(dest)
     if dest.links is not None:
@@ -452,12 +481,19 @@ def monitor(target: Target) -> Ref:
     """Watch ``target``; when it ends the caller receives ``Down(ref, pid, reason)``.
 
     A target that is not alive yields ``Down`` with a :class:`NoProcess` reason at once.
+    A target on another node is watched through the node's cluster (docs/cluster.md):
+    a lost link yields ``Down`` with a ``NodeDown`` reason.
     """
     watcher = current_process("monitor()")
     node = watcher.node
     ref = node.new_ref()
     dest = node.lookup(target, name_must_exist=False)
     if dest is None:
+        if node.remote is not None:
+            remote = split_remote(node.name, target)
+            if remote is not None:
+                node.remote.monitor(watcher, ref, remote[0], remote[1])
+                return ref
         shown: Pid | str = target if isinstance(target, Pid | str) else str(target)
         watcher.mailbox.put(Down(ref, shown, NoProcess(target)))
         return ref
@@ -479,6 +515,8 @@ def demonitor(ref: Ref, *, flush: bool = False) -> bool:
         dest = watcher.monitoring.pop(ref, None)
         if dest is not None and dest.monitored_by is not None:
             active = dest.monitored_by.pop(ref, None) is not None
+    if not active and watcher.node.remote is not None:
+        active = watcher.node.remote.demonitor(watcher, ref)
     if flush:
         watcher.mailbox.flush(lambda m: isinstance(m, Down) and m.ref == ref)
     return active
@@ -501,8 +539,13 @@ def exit(target: Target, reason: ExitReason) -> None:
     that is not alive.
     """
     sender = current_process("exit()")
-    dest = sender.node.lookup(target, name_must_exist=False)
+    node = sender.node
+    dest = node.lookup(target, name_must_exist=False)
     if dest is None:
+        if node.remote is not None:
+            remote = split_remote(node.name, target)
+            if remote is not None:
+                node.remote.exit(sender, remote[0], remote[1], reason)
         return
     if reason == KILLED:
         if dest.kill_reason is None:

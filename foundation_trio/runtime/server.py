@@ -40,6 +40,7 @@ from .errors import CallTimeout, CallToSelf, NoProcess, ServerExited
 from .mailbox import is_nothing
 from .pid import NORMAL, ExitReason, Pid
 from .process import Body, Process, StartGate, Target, current_process, deliver, run_process
+from .remote import split_remote
 
 logger = logging.getLogger("foundation_trio.server")
 
@@ -133,6 +134,16 @@ class _Cast:
         self.context = context
 
 
+def make_call(request: object, caller: Caller, context: Mapping[str, object]) -> object:
+    """The mailbox message of a call made elsewhere (see ``remote.queue_call``)."""
+    return _Call(request, caller, context)
+
+
+def make_cast(request: object, context: Mapping[str, object]) -> object:
+    """The mailbox message of a cast made elsewhere (see ``remote.make_cast``)."""
+    return _Cast(request, context)
+
+
 async def call(
     target: Target, request: object, timeout: float | None = DEFAULT_CALL_TIMEOUT
 ) -> Any:
@@ -143,7 +154,8 @@ async def call(
     :class:`CallTimeout` after ``timeout`` seconds (``None`` or :data:`INFINITY`:
     wait for ever). A reply that arrives after the timeout or after the caller
     was cancelled is dropped. Cancelling the caller abandons the call; the
-    server may still handle the request.
+    server may still handle the request. A server on another node is called
+    through the node's cluster, which adds :class:`NodeDown` (docs/cluster.md).
     """
     caller = current_process("call()")
     if (timeout is not None and type(timeout) is not float) or (
@@ -156,6 +168,13 @@ async def call(
     else:
         server = node.lookup(target, name_must_exist=False)
     if server is None:
+        remote = node.remote
+        if remote is not None:
+            where = split_remote(node.name, target)
+            if where is not None:
+                return await remote.call(
+                    caller, where[0], where[1], request, math.inf if timeout is None else timeout
+                )
         raise NoProcess(target)
     if server is caller:
         raise CallToSelf(f"process {caller.pid} called itself; it would wait for ever")
@@ -183,9 +202,16 @@ async def cast(target: Target, request: object) -> None:
     waits only while the target's mailbox is full.
     """
     await checkpoint_if_cancelled()
-    server = current_process("cast()").node.lookup(target, name_must_exist=False)
+    sender = current_process("cast()")
+    node = sender.node
+    server = node.lookup(target, name_must_exist=False)
     if server is not None:
         await deliver(server, _Cast(request, request_context.get()))
+    elif node.remote is not None:
+        where = split_remote(node.name, target)
+        if where is not None:
+            await node.remote.cast(sender, where[0], where[1], request)
+            return
     await trio.lowlevel.cancel_shielded_checkpoint()
 
 
@@ -398,8 +424,15 @@ async def stop(
     """
     await checkpoint_if_cancelled()
     seconds = check_timeout(timeout, "stop()")
-    process = current_process("stop()").node.lookup(target, name_must_exist=False)
+    node = current_process("stop()").node
+    process = node.lookup(target, name_must_exist=False)
     if process is None:
+        if split_remote(node.name, target) is not None:
+            raise NotImplementedError(
+                f"stop() of {target!r}: stopping a process on another node is not "
+                "implemented; send it a request its server handles by calling self.stop(), "
+                "or send an exit signal with foundation_trio.exit(pid, reason)"
+            )
         raise NoProcess(target)
     process.stop(reason)
     with trio.move_on_after(seconds):

@@ -1,0 +1,53 @@
+"""The cluster's boot step: what ``ft.open_node(cluster=ft.Cluster(...))`` starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ..runtime.node import BootStep, Node
+from ..runtime.spec import ChildSpec, Restart
+from .links import Links
+from .options import Cluster
+from .remote import ClusterService
+
+
+def cluster_boot(options: Cluster | str) -> BootStep:
+    """The boot step that joins the node to a cluster with ``options``.
+
+    It starts a supervisor (``"cluster"``, a child of the root) whose one child runs
+    the node's links (listening, dialling the seeds, reconnecting) and the remote
+    process service; it returns once the endpoint listens, so that
+    ``ft.cluster_address()`` is known in the body. Then it installs the service as
+    ``node.remote``, the runtime's route to processes on other nodes. If the links
+    crash, the child is restarted (up to 3 times in 5 s) with a fresh endpoint:
+    every peer sees the node go down and come back.
+    """
+    if isinstance(options, str) and options == "auto":
+        raise NotImplementedError(
+            'open_node(cluster="auto"): discovery (mDNS, DNS) is not implemented yet; '
+            "pass foundation_trio.Cluster(listen=..., seeds=[...], cookie=...)"
+        )
+    if not isinstance(options, Cluster):
+        raise TypeError(f"open_node(cluster=...) takes a foundation_trio.Cluster, got {options!r}")
+
+    async def boot(node: Node) -> None:
+        service = ClusterService(node)
+        node.set_extension(ClusterService, service)
+
+        async def run_links(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            await service.run(Links(node.name, options, service), task_status=task_status)
+
+        await node.start_supervisor(
+            [ChildSpec("links", run_links, restart=Restart.PERMANENT)],
+            id="cluster",
+            max_restarts=3,
+            max_seconds=5.0,
+        )
+        node.remote = service
+
+    return boot
+
+
+__all__ = ["cluster_boot"]
