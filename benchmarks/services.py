@@ -23,6 +23,25 @@ Sections:
     the node's shell process. ``execute_metric``: an event feeding one counter,
     no handler. ``span``: a sync ``span`` with one handler on start and stop.
     Nanoseconds per operation, and ratios to the baseline.
+``events``
+    The event store, in memory and in SQLite (a fresh database file per round,
+    WAL, ``synchronous=NORMAL``), each from the node's shell process; events
+    are made before the clock starts. Per store:
+    ``store`` (one ``await store(event)`` per event) and ``store_batch_100``
+    (``store_batch`` of 100 events), in events per second; against
+    ``baseline_call`` (memory: ``ft.call`` of a GenServer that appends the
+    event to a list, i.e. the message round trip without the store) and
+    ``baseline_raw_insert`` / ``baseline_raw_insert_batch_100`` (SQLite: the
+    same rows inserted with plain ``sqlite3`` on the event loop, one
+    transaction per row / per 100 rows, no worker thread).
+    Then, with ``event_store_size`` events of 10 types, 10 events per
+    correlation id: ``query_type_100`` (``query(type=..., limit=100)``),
+    ``query_recent_100`` (``query(since=<the newest 1%>, limit=100)``),
+    ``correlation_chain`` (10 events) and ``get``, in queries per second;
+    against ``baseline_scan_type_100`` (memory: a list comprehension over a
+    plain list of the same events, first 100 of the type) and
+    ``baseline_raw_query_type_100`` (SQLite: the same SELECT with plain
+    ``sqlite3`` on the event loop).
 ``context``
     ``call`` / ``call_bound``: ``ft.call`` of a trivial GenServer from the shell,
     without and inside ``ft.context.bind(request_id=...)``: the server then
@@ -38,8 +57,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,10 +86,21 @@ class Sizes:
     executes: int
     calls: int
     spawns: int
+    event_writes: int = 2_000
+    event_store_size: int = 20_000
+    event_queries: int = 500
 
 
 FULL = Sizes(rounds=7, executes=200_000, calls=20_000, spawns=5_000)
-QUICK = Sizes(rounds=3, executes=20_000, calls=2_000, spawns=1_000)
+QUICK = Sizes(
+    rounds=3,
+    executes=20_000,
+    calls=2_000,
+    spawns=1_000,
+    event_writes=300,
+    event_store_size=2_000,
+    event_queries=100,
+)
 
 
 def _ratios(rounds: list[Figures], pairs: dict[str, tuple[str, str]]) -> dict[str, Any]:
@@ -238,11 +272,213 @@ def context_section(sizes: Sizes) -> dict[str, Any]:
     }
 
 
+# -- the event store ---------------------------------------------------------------------------
+
+
+class _Append(ft.GenServer):
+    async def init(self) -> None:
+        self.kept: list[Any] = []
+
+    async def handle_call(self, request: Any, caller: ft.Caller) -> Any:
+        self.kept.append(request)
+        return request.id
+
+
+def _make_events(n: int, start: float) -> list[Any]:
+    return [
+        ft.events.new_event(
+            f"bench.type{i % 10}",
+            {"i": i, "user": f"u{i % 97}", "amount": i * 0.5},
+            correlation_id=f"c{i // 10}",
+            timestamp=start + i * 0.001,
+        )
+        for i in range(n)
+    ]
+
+
+async def _write_rate(events: list[Any], batch: int) -> float:
+    store, store_batch = ft.events.store, ft.events.store_batch
+    started = perf_counter()
+    if batch == 1:
+        for event in events:
+            await store(event)
+    else:
+        for at in range(0, len(events), batch):
+            await store_batch(events[at : at + batch])
+    return len(events) / (perf_counter() - started)
+
+
+async def _rate(n: int, op: Callable[[int], Any]) -> float:
+    for i in range(max(10, n // 10)):
+        await op(i)
+    collect_garbage()
+    started = perf_counter()
+    for i in range(n):
+        await op(i)
+    return n / (perf_counter() - started)
+
+
+def _raw_rows(events: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (e.id, e.type, e.timestamp, e.correlation_id, e.parent_id, json.dumps(e.data), "{}")
+        for e in events
+    ]
+
+
+def _raw_insert_rate(path: str, events: list[Any], batch: int) -> float:
+    """Plain sqlite3 on the calling thread, with the store's schema and settings."""
+    from foundation_trio.services.events import _COLUMNS, SqliteStore
+
+    SqliteStore(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    rows = _raw_rows(events)
+    insert = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    started = perf_counter()
+    for at in range(0, len(rows), batch):
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(insert, rows[at : at + batch])
+        db.execute("COMMIT")
+    rate = len(rows) / (perf_counter() - started)
+    db.close()
+    return rate
+
+
+def _raw_query_rate(path: str, n: int) -> float:
+    from foundation_trio.services.events import _COLUMNS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    sql = (
+        f"SELECT {_COLUMNS} FROM events WHERE timestamp >= ? AND type = ? "
+        "ORDER BY timestamp ASC, seq ASC LIMIT 100 OFFSET 0"
+    )
+    for i in range(max(10, n // 10)):
+        [json.loads(row[5]) for row in db.execute(sql, (0.0, f"bench.type{i % 10}"))]
+    collect_garbage()
+    started = perf_counter()
+    for i in range(n):
+        [json.loads(row[5]) for row in db.execute(sql, (0.0, f"bench.type{i % 10}"))]
+    rate = n / (perf_counter() - started)
+    db.close()
+    return rate
+
+
+async def _events_round(sizes: Sizes, kind: str, directory: str) -> Figures:
+    figures: Figures = {}
+    path = os.path.join(directory, f"{kind}.sqlite3")
+    settings = {"store": kind, "path": path, "max_events": 10_000_000, "max_age": 1e9}
+    async with ft.open_node("bench", config={"events": settings}):
+        start = time.time()
+        writes = sizes.event_writes
+        # warm-up, then the subjects and their baselines, each on fresh events
+        await _write_rate(_make_events(100, start - 100), 1)
+        if kind == "memory":
+            server = await ft.start_server(_Append)
+            call = ft.call
+            fresh = _make_events(writes, start)
+            collect_garbage()
+            started = perf_counter()
+            for event in fresh:
+                await call(server, event)
+            figures["baseline_call"] = writes / (perf_counter() - started)
+        else:
+            raw = os.path.join(directory, "raw.sqlite3")
+            figures["baseline_raw_insert"] = _raw_insert_rate(raw, _make_events(writes, start), 1)
+        collect_garbage()
+        figures["store"] = await _write_rate(_make_events(writes, start), 1)
+        batched = _make_events(writes * 10, start + 10)
+        if kind == "sqlite":
+            raw = os.path.join(directory, "raw_batch.sqlite3")
+            figures["baseline_raw_insert_batch_100"] = _raw_insert_rate(raw, batched, 100)
+        collect_garbage()
+        figures["store_batch_100"] = await _write_rate(batched, 100)
+
+        # queries over a store of event_store_size events
+        await ft.events.prune_before(math.inf)
+        population = _make_events(sizes.event_store_size, start)
+        await _write_rate(population, 1000)
+        newest = population[-1].timestamp
+        recent = newest - (newest - start) / 100
+        queries = sizes.event_queries
+        query = ft.events.query
+        if kind == "memory":
+            plain = list(population)
+
+            async def scan(i: int) -> Any:
+                wanted = f"bench.type{i % 10}"
+                return [e for e in plain if e.type == wanted][:100]
+
+            figures["baseline_scan_type_100"] = await _rate(queries, scan)
+        else:
+            figures["baseline_raw_query_type_100"] = await trio.to_thread.run_sync(
+                _raw_query_rate, path, queries
+            )
+
+        async def by_type(i: int) -> Any:
+            return await query(type=f"bench.type{i % 10}", limit=100)
+
+        async def by_time(i: int) -> Any:
+            return await query(since=recent, limit=100)
+
+        async def chain(i: int) -> Any:
+            return await ft.events.correlation_chain(f"c{(i * 7919) % (len(population) // 10)}")
+
+        async def get(i: int) -> Any:
+            return await ft.events.get(population[(i * 7919) % len(population)].id)
+
+        figures["query_type_100"] = await _rate(queries, by_type)
+        figures["query_recent_100"] = await _rate(queries, by_time)
+        figures["correlation_chain"] = await _rate(queries, chain)
+        figures["get"] = await _rate(queries, get)
+    return figures
+
+
+def events_section(sizes: Sizes) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "unit": "events per second (writes), queries per second (reads)",
+        "writes_per_run": sizes.event_writes,
+        "batched_writes_per_run": sizes.event_writes * 10,
+        "events_queried": sizes.event_store_size,
+        "queries_per_run": sizes.event_queries,
+    }
+    pairs = {
+        "memory": {
+            "store_vs_baseline_call": ("store", "baseline_call"),
+            "query_type_100_vs_baseline_scan": ("query_type_100", "baseline_scan_type_100"),
+        },
+        "sqlite": {
+            "store_vs_baseline_raw_insert": ("store", "baseline_raw_insert"),
+            "store_batch_100_vs_baseline_raw_batch_100": (
+                "store_batch_100",
+                "baseline_raw_insert_batch_100",
+            ),
+            "query_type_100_vs_baseline_raw_query": (
+                "query_type_100",
+                "baseline_raw_query_type_100",
+            ),
+        },
+    }
+    for kind in ("memory", "sqlite"):
+        rounds = []
+        for i in range(sizes.rounds):
+            with tempfile.TemporaryDirectory() as directory:
+                rounds.append(trio.run(_events_round, sizes, kind, directory))
+            shown = ", ".join(f"{k}={v:,.0f}" for k, v in rounds[-1].items())
+            progress(f"events {kind} round {i + 1}/{sizes.rounds}: per s {shown}")
+        report[kind] = {
+            "results": _figures(rounds),
+            "ratios": _ratios(rounds, pairs[kind]),
+        }
+    return report
+
+
 # -- the table of sections -----------------------------------------------------------------------
 
 SECTIONS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "telemetry": telemetry_section,
     "context": context_section,
+    "events": events_section,
 }
 """Section name -> its function. Each service adds its own here."""
 

@@ -31,6 +31,7 @@ and :func:`stats` counts both. Reads never return an event older than
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import sqlite3
@@ -38,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, Literal, Protocol, TypeAlias
+from typing import Any, Final, Literal, Protocol, TypeAlias, cast
 
 import attrs
 import outcome
@@ -269,6 +270,8 @@ class Store(Protocol):
 
 _Key: TypeAlias = tuple[float, int]
 
+_SCAN_STEP: Final = 256
+
 
 class MemoryStore:
     """Events in memory, ordered by (timestamp, storing order).
@@ -336,32 +339,39 @@ class MemoryStore:
         return None if found is None else found[1]
 
     def query(self, q: EventQuery) -> list[Event]:
-        limit = math.inf if q.limit is None else q.limit
-        if limit == 0:
-            return []
+        stop = None if q.limit is None else q.offset + q.limit
         if q.correlation_id is not None:
             chain = self._by_correlation.get(q.correlation_id, {})
             ordered = sorted(chain.items(), key=_by_key, reverse=q.order == "desc")
-            candidates: Iterable[Event] = (self._by_id[event_id][1] for event_id, _ in ordered)
-        else:
-            lo = bisect.bisect_left(self._keys, (q.lower, -1), self._start)
-            hi = len(self._keys)
-            if q.until is not None:
-                hi = bisect.bisect_left(self._keys, (q.until, -1), lo)
-            indices = range(lo, hi) if q.order == "asc" else range(hi - 1, lo - 1, -1)
-            candidates = (e for e in map(self._events.__getitem__, indices) if e is not None)
+            matching = (
+                event
+                for event in (self._by_id[event_id][1] for event_id, _ in ordered)
+                if q.matches(event)
+            )
+            return list(itertools.islice(matching, q.offset, stop))
+        # The time bounds select a window of the ordered list (past the trimmed
+        # front, so no None in it); only the type is left to check. The window is
+        # read in slices, which is several times faster than item by item.
+        lo = bisect.bisect_left(self._keys, (q.lower, -1), self._start)
+        hi = len(self._keys)
+        if q.until is not None:
+            hi = bisect.bisect_left(self._keys, (q.until, -1), lo)
         found: list[Event] = []
-        skip = q.offset
-        for event in candidates:
-            if not q.matches(event):
-                continue
-            if skip:
-                skip -= 1
-                continue
-            found.append(event)
-            if len(found) >= limit:
+        step = _SCAN_STEP
+        for at in range(0, hi - lo, step):
+            if q.order == "asc":
+                chunk = cast("list[Event]", self._events[lo + at : min(lo + at + step, hi)])
+            else:
+                chunk = cast("list[Event]", self._events[max(lo, hi - at - step) : hi - at])
+                chunk.reverse()
+            if q.type is None:
+                found += chunk
+            else:
+                wanted = q.type
+                found += [event for event in chunk if event.type == wanted]
+            if stop is not None and len(found) >= stop:
                 break
-        return found
+        return found[q.offset : stop]
 
     def prune_before(self, t: float) -> int:
         end = bisect.bisect_left(self._keys, (t, -1), self._start)
@@ -604,9 +614,14 @@ class EventsService:
     async def write(self, events: tuple[Event, ...]) -> int:
         store = self.current_store()
         settings = self.settings
-        evicted: Evicted = await self.run(
-            store.insert, events, self.clock() - settings.max_age, settings.max_events
-        )
+        not_before = self.clock() - settings.max_age
+        if self.kind == "sqlite":
+            evicted: Evicted = await self.run(
+                store.insert, events, not_before, settings.max_events
+            )
+        else:
+            # Called by the server, between messages: no checkpoint needed here.
+            evicted = store.insert(events, not_before, settings.max_events)
         self.stored += len(events)
         self.evicted.by_age += evicted.by_age
         self.evicted.by_size += evicted.by_size
