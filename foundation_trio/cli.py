@@ -200,6 +200,10 @@ async def demo() -> None:
             async with ft.telemetry.span("demo.call"):
                 total = await ft.call("counter", ("add", n))
             _say(f'    await ft.call("counter", ("add", {n}))  -> {total}')
+            added = ft.events.new_event(
+                "counter.added", {"n": n, "total": total}, correlation_id="demo-session"
+            )
+            await ft.events.store(added)
         await ft.cast("counter", "reset")
         _say('    await ft.cast("counter", "reset")     (returns at once, no reply)')
         _say(f'    await ft.call("counter", "get")       -> {await ft.call("counter", "get")}')
@@ -210,6 +214,14 @@ async def demo() -> None:
             await ft.call("nobody", "get")
         except ft.NoProcess as error:
             _say(f'    await ft.call("nobody", "get")        raises NoProcess: {error}')
+        _say("    each add was stored as an event (ft.events.store); querying them back:")
+        found = await ft.events.query(type="counter.added", order="desc")
+        _say(
+            '    await ft.events.query(type="counter.added", order="desc") -> '
+            + ", ".join(f"{e.data}" for e in found)
+        )
+        chain = await ft.events.correlation_chain("demo-session")
+        _say(f'    await ft.events.correlation_chain("demo-session") -> {len(chain)} events')
         _say()
 
         _say("[5] crash the counter on purpose and watch the supervisor restart it:")

@@ -25,6 +25,9 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]):
     assert f"runtime.supervisor.restart: 'counter' {restart.group(2)}" in out
     assert 'process_exits_total{kind="error"} 1.0' in out
     assert "demo_call_seconds_count 2" in out
+    # The event query: the two adds, newest first, and their correlation chain.
+    assert "-> {'n': 3, 'total': 5}, {'n': 2, 'total': 2}" in out
+    assert 'correlation_chain("demo-session") -> 2 events' in out
     # The tree, indented, with pids, nested supervisor included.
     assert re.search(r"^ {4}node 'demo': root <demo\.1>", out, re.MULTILINE)
     assert re.search(r"^ {8}app <demo\.\d+>", out, re.MULTILINE)
