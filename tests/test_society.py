@@ -4,6 +4,7 @@ topologies and health. Everything here runs under the mock clock."""
 from __future__ import annotations
 
 import os
+import random
 from collections import Counter
 
 import pytest
@@ -806,3 +807,167 @@ async def test_society_emits_telemetry_events(autojump_clock):
     assert scaled[1]["workers_before"] == 1.0
     assert scaled[1]["workers"] == 2.0
     assert scaled[2]["direction"] == "up"
+
+
+# -- the autoscaling rule ----------------------------------------------------------------
+
+scaling_options = st.builds(
+    lambda low, extra, down, gap, samples: (
+        soc.pool(
+            "p",
+            echo,
+            min=low,
+            max=low + extra,
+            scale_down_depth=down,
+            scale_up_depth=down + gap,
+            scale_samples=samples,
+        ).options
+    ),
+    st.integers(1, 4),
+    st.integers(0, 6),
+    st.floats(0.0, 4.0),
+    st.floats(0.01, 8.0),
+    st.integers(1, 4),
+)
+
+
+@given(
+    options=scaling_options,
+    workers=st.integers(1, 12),
+    depth=st.integers(0, 200),
+    history=st.lists(st.floats(0.0, 50.0), max_size=5),
+)
+def test_scale_decision_respects_bounds_thresholds_and_never_flaps(
+    options, workers, depth, history
+):
+    samples = [*history, depth / workers]
+    decision = soc.scale_decision(options, samples, workers, depth)
+    window = samples[-options.scale_samples :]
+    if len(window) < options.scale_samples:
+        assert decision == 0
+    if decision == 1:
+        assert workers < options.max
+        assert all(s >= options.scale_up_depth for s in window)
+    if decision == -1:
+        assert workers > options.min
+        assert all(s <= options.scale_down_depth for s in window)
+        # the state it shrinks into, measured again and again, never grows
+        after = depth / (workers - 1)
+        assert soc.scale_decision(options, [after] * 5, workers - 1, depth) != 1
+    if decision == 0 and len(window) == options.scale_samples:
+        grows = all(s >= options.scale_up_depth for s in window) and workers < options.max
+        assert not grows
+
+
+def test_scale_decision_needs_an_autoscaled_pool():
+    with pytest.raises(ValueError, match="autoscaled"):
+        soc.scale_decision(soc.pool("p", echo, count=2).options, [9.0], 2, 18)
+
+
+# -- random crashes, kills and scaling: no job is lost ------------------------------------
+
+
+async def chaos_worker(job):
+    kind, value = job
+    await trio.sleep(value)
+    if kind == "crash":
+        raise ValueError("crash job")
+    return value
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_random_crashes_kills_and_scaling_lose_no_job(seed, autojump_clock):
+    from _helpers import all_tasks
+
+    rng = random.Random(seed)
+    routing = rng.choice(["round_robin", "least_loaded", "hash"])
+    jobs = [
+        (
+            rng.uniform(0, 20),
+            ("crash" if rng.random() < 0.1 else "ok", round(rng.uniform(0.0, 1.5), 3)),
+            rng.randrange(50),
+        )
+        for _ in range(120)
+    ]
+    kills = sorted(rng.uniform(0, 20) for _ in range(8))
+    before = all_tasks()
+    async with ft.open_node("t"):
+        s = await soc.start(
+            soc.pool(
+                "p",
+                chaos_worker,
+                min=1,
+                max=4,
+                routing=routing,
+                queue_size=rng.randint(1, 6),
+                scale_interval=0.5,
+                scale_samples=1,
+                scale_up_depth=2.0,
+                scale_down_depth=0.5,
+                max_restarts=1000,
+            )
+        )
+        outcomes: dict[int, object] = {}
+        sizes = set()
+
+        async def submit(index, at, job, key):
+            await trio.sleep(at)
+            try:
+                keyed = {"key": key} if routing == "hash" else {}
+                outcomes[index] = await s.submit(job, **keyed)
+            except soc.JobFailed as error:
+                outcomes[index] = error
+
+        async def killer():
+            now = 0.0
+            for at in kills:
+                await trio.sleep(at - now)
+                now = at
+                members = s.members()
+                if members:
+                    ft.exit(rng.choice(members), ft.KILLED)
+                sizes.add(s.health().pools[0].workers)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(killer)
+            for index, (at, job, key) in enumerate(jobs):
+                nursery.start_soon(submit, index, at, job, key)
+        assert len(outcomes) == len(jobs)  # every submission ended, none hangs
+        for index, (_, (kind, value), _) in enumerate(jobs):
+            result = outcomes[index]
+            if kind == "crash":
+                assert isinstance(result, soc.JobFailed)
+            elif isinstance(result, soc.JobFailed):
+                assert result.reason is ft.KILLED  # only a kill fails a good job
+            else:
+                assert result == value
+        failed = sum(isinstance(r, soc.JobFailed) for r in outcomes.values())
+        await trio.sleep(5.0)  # idle: it shrinks back to min
+        health = s.health().pools[0]
+        assert (health.completed, health.failed) == (len(jobs) - failed, failed)
+        assert (health.queued, health.in_flight, health.blocked) == (0, 0, 0)
+        assert (health.workers, health.retiring, health.running) == (1, 0, 1)
+        assert all(1 <= size <= 4 for size in sizes)
+        assert max(sizes) > 1  # the load made it grow
+        assert health.restarts >= failed  # every failure restarted its worker
+        assert s.health().status == "ok"
+    assert all_tasks() == before
+
+
+async def test_cancelled_broadcast_withdraws_the_copies_still_queued(autojump_clock):
+    runs = []
+
+    async def record(job):
+        runs.append(ft.self_pid())
+        await trio.sleep(job)
+
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", record, count=3, routing="broadcast"))
+        first = s.members()[0]
+        await s.cast(5.0)  # every worker busy for 5 s
+        with trio.move_on_after(1.0):
+            await s.submit(1.0)
+        assert s.health().pools[0].queued == 0
+        await trio.sleep(10.0)
+        assert len(runs) == 3  # only the cast ran
+        assert first in runs

@@ -12,6 +12,7 @@ See ``docs/society.md``.
 
 from __future__ import annotations
 
+from .autoscale import ScaleDecision, scale_decision
 from .core import (
     JOBS_PER_YIELD,
     HealthStatus,
@@ -56,6 +57,7 @@ __all__ = [
     "PoolSpec",
     "QueueFull",
     "Routing",
+    "ScaleDecision",
     "Society",
     "SocietyError",
     "SocietyHealth",
@@ -69,5 +71,6 @@ __all__ = [
     "neighbour_positions",
     "pool",
     "run_cpu",
+    "scale_decision",
     "start",
 ]

@@ -36,7 +36,16 @@ from typing import Any, Final, Literal
 import attrs
 import outcome
 import trio
-from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from .._validation import structure_options
 from ..runtime.errors import NoProcess
@@ -49,6 +58,7 @@ from ..runtime.server import GenServer, cast, stop
 from ..runtime.spec import ONE_FOR_ALL, TRANSIENT, ChildSpec, DynamicSupervisorSpec, SupervisorSpec
 from ..runtime.supervisor import start_child
 from ..services import telemetry
+from .autoscale import scale_decision
 from .errors import JobFailed, NotAMember, QueueFull, SocietyStopped
 from .options import PoolOptions, SocietyOptions
 from .topology import neighbour_positions
@@ -249,15 +259,52 @@ class SocietyHealth:
 
 
 class _Job:
-    __slots__ = ("done", "payload", "result", "slot", "started", "submitted")
+    """One job: its payload, where it is queued, and who waits for its result."""
 
-    def __init__(self, payload: Any, done: trio.Event | None, now: float) -> None:
+    __slots__ = ("payload", "replies", "result", "slot", "started", "submitted", "waiter")
+
+    def __init__(self, payload: Any, replies: bool, now: float) -> None:
         self.payload = payload
-        self.done = done  # None for a cast: nobody waits
+        self.replies = replies  # False for a cast: nobody will wait
+        self.waiter: Task | None = None
         self.result: outcome.Outcome[Any] | None = None
         self.slot: _Slot | None = None
         self.submitted = now
         self.started = math.nan
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        self.result = result
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            reschedule(waiter)
+
+    async def wait(self) -> Any:
+        """The job's result (or error), once it has one.
+
+        Parks the calling task directly (as ``call`` does), which costs less
+        than an Event. Cancelled while the job is still queued, the job is
+        withdrawn; while it runs, it runs on and its result is dropped.
+        """
+        if self.result is None:
+            self.waiter = current_task()
+            await wait_task_rescheduled(self._abort)
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self.result is not None
+        return self.result.unwrap()
+
+    def withdraw(self) -> None:
+        """Take the job out of its queue if it is still there (nobody wants it now)."""
+        self.waiter = None
+        slot = self.slot
+        if slot is not None and self.result is None:
+            # Not in the queue means it is running: it finishes, the result is dropped.
+            with contextlib.suppress(ValueError):
+                slot.queue.remove(self)
+
+    def _abort(self, _: Any) -> Abort:
+        self.withdraw()
+        return Abort.SUCCEEDED
 
 
 class _Slot:
@@ -431,9 +478,7 @@ class _Pool:
         run_time = now - job.started
         self.latency.append(latency)
         self.run_time.append(run_time)
-        job.result = outcome.Value(value)
-        if job.done is not None:
-            job.done.set()
+        job.finish(outcome.Value(value))
         self.society.emit(
             "society.job.completed",
             {"latency": latency, "queue_time": latency - run_time, "run_time": run_time},
@@ -442,7 +487,6 @@ class _Pool:
 
     def fail(self, job: _Job, error: BaseException) -> None:
         self.failed += 1
-        job.result = outcome.Error(error)
         metadata: dict[str, object] = {"pool": self.name, "error": repr(error)}
         if isinstance(error, JobFailed):
             metadata["worker"] = error.worker
@@ -450,9 +494,8 @@ class _Pool:
         self.society.emit(
             "society.job.failed", {"queue_time": _queue_time(job, trio.current_time())}, metadata
         )
-        if job.done is not None:
-            job.done.set()
-        else:
+        job.finish(outcome.Error(error))
+        if not job.replies:
             logger.warning("society %s: a cast job failed: %s", self.society.name, error)
 
     def health(self, running: bool) -> PoolHealth:
@@ -569,8 +612,13 @@ class _Coordinator(GenServer):
     async def init(self, state: _State) -> None:
         self.state = state
         for pool_state in state.pools.values():
-            for slot in pool_state.slots:
-                if slot.process is None:
+            # A copy: a retiring worker's exit removes its slot meanwhile.
+            for slot in list(pool_state.slots):
+                if slot.process is not None:
+                    continue
+                if slot.retiring and not slot.queue:
+                    pool_state.remove(slot)  # nothing left for it to finish
+                else:
                     await start_child(pool_state.supervisor, pool_state.worker_spec(slot))
 
     async def handle_cast(self, request: Any) -> None:
@@ -580,28 +628,19 @@ class _Coordinator(GenServer):
         await super().handle_cast(request)
 
     async def _autoscale(self, pool_state: _Pool) -> None:
-        options = pool_state.options
         routable = pool_state.routable()
         before = len(routable)
         depth = pool_state.depth()
         per_worker = depth / max(1, before)
         samples = pool_state.samples
         samples.append(per_worker)
-        if len(samples) < options.scale_samples:
-            return
-        assert options.min is not None
-        assert options.max is not None
-        if all(s >= options.scale_up_depth for s in samples) and before < options.max:
+        decision = scale_decision(pool_state.options, samples, before, depth)
+        if decision == 1:
             slot = pool_state.add_slot()
             samples.clear()
             await start_child(pool_state.supervisor, pool_state.worker_spec(slot))
             direction = "up"
-        elif (
-            all(s <= options.scale_down_depth for s in samples)
-            and before > options.min
-            # Never shrink into a state that would grow again at the next sample.
-            and depth / (before - 1) < options.scale_up_depth
-        ):
+        elif decision == -1:
             # Retire the idlest worker (the newest among equals): it leaves
             # routing now and exits once its queue is empty, so no job is dropped.
             slot = min(reversed(routable), key=lambda s: s.load)
@@ -787,26 +826,31 @@ class Society:
         pool_state = self._pool(pool, key)
         if pool_state.options.routing == "broadcast":
             return await self._broadcast(pool_state, job)
-        record = _Job(job, trio.Event(), trio.current_time())
+        record = _Job(job, True, trio.current_time())
         await self._place(pool_state, record, key)
-        return await _wait(record)
+        return await record.wait()
 
     async def _broadcast(self, pool_state: _Pool, payload: Any) -> list[Any]:
         self._state.check_open()
         now = trio.current_time()
-        records = []
-        for slot in pool_state.routable():
-            record = _Job(payload, trio.Event(), now)
-            while not pool_state.has_room(slot) and not slot.retiring:
-                pool_state.blocked += 1
-                try:
-                    await pool_state.room.park()
-                finally:
-                    pool_state.blocked -= 1
-                self._state.check_open()
-            slot.push(record)
-            records.append(record)
-        return [await _wait(record) for record in records]
+        records: list[_Job] = []
+        try:
+            for slot in pool_state.routable():
+                record = _Job(payload, True, now)
+                while not pool_state.has_room(slot) and not slot.retiring:
+                    pool_state.blocked += 1
+                    try:
+                        await pool_state.room.park()
+                    finally:
+                        pool_state.blocked -= 1
+                    self._state.check_open()
+                slot.push(record)
+                records.append(record)
+            return [await record.wait() for record in records]
+        except BaseException:
+            for record in records:
+                record.withdraw()
+            raise
 
     async def cast(self, job: Any, *, pool: str | None = None, key: Hashable = None) -> None:
         """Queue ``job`` without waiting for its result (waits only for queue room).
@@ -825,9 +869,9 @@ class Society:
                     finally:
                         pool_state.blocked -= 1
                     self._state.check_open()
-                slot.push(_Job(job, None, trio.current_time()))
+                slot.push(_Job(job, False, trio.current_time()))
         else:
-            await self._place(pool_state, _Job(job, None, trio.current_time()), key)
+            await self._place(pool_state, _Job(job, False, trio.current_time()), key)
         await cancel_shielded_checkpoint()
 
     def cast_nowait(self, job: Any, *, pool: str | None = None, key: Hashable = None) -> None:
@@ -840,12 +884,12 @@ class Society:
             if not all(pool_state.has_room(s) for s in slots):
                 raise QueueFull(pool_state.name, pool_state.options.queue_size)
             for slot in slots:
-                slot.push(_Job(job, None, now))
+                slot.push(_Job(job, False, now))
             return
         chosen = pool_state.choose(key)
         if chosen is None:
             raise QueueFull(pool_state.name, pool_state.options.queue_size)
-        chosen.push(_Job(job, None, now))
+        chosen.push(_Job(job, False, now))
 
     # -- members and topology ---------------------------------------------------------
 
@@ -921,22 +965,6 @@ class Society:
             return
         with contextlib.suppress(NoProcess):  # it ended meanwhile
             await stop(pid, SHUTDOWN)
-
-
-async def _wait(record: _Job) -> Any:
-    done = record.done
-    assert done is not None
-    try:
-        await done.wait()
-    except BaseException:
-        slot = record.slot
-        if record.result is None and slot is not None:
-            # Not in the queue: it is running; it finishes and its result is dropped.
-            with contextlib.suppress(ValueError):
-                slot.queue.remove(record)
-        raise
-    assert record.result is not None
-    return record.result.unwrap()
 
 
 def _check_name(name: object, societies: _Societies) -> str:
