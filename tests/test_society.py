@@ -971,3 +971,50 @@ async def test_cancelled_broadcast_withdraws_the_copies_still_queued(autojump_cl
         await trio.sleep(10.0)
         assert len(runs) == 3  # only the cast ran
         assert first in runs
+
+
+class Recursive(soc.Worker):
+    """A worker that submits to its own pool: fan-out of sub-jobs."""
+
+    async def handle_job(self, job):
+        if job == "split":
+            return [await self.society.submit(("part", i)) for i in range(3)]
+        if job == "key":
+            return await self.society.submit("leaf", key=self.own_key)
+        if job == "broadcast":
+            return await self.society.submit("leaf")
+        return (job, self.pid)
+
+
+async def test_a_worker_submitting_to_its_own_pool_never_waits_for_itself(autojump_clock):
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", Recursive, count=2))
+        _, second = s.members()
+        parts = await s.submit("split")  # runs on the first worker
+        assert [p[1] for p in parts] == [second] * 3
+        # alone in its pool, the worker is told at once instead of waiting for ever
+        single = await soc.start(soc.pool("p", Recursive, count=1))
+        with pytest.raises(soc.JobFailed) as failed:
+            await single.submit("split")
+        assert isinstance(failed.value.reason, ft.CallToSelf)
+        assert "only worker" in str(failed.value.reason)
+        assert (await single.submit("ok"))[0] == "ok"
+
+
+async def test_own_key_and_broadcast_to_own_pool_raise_call_to_self(autojump_clock):
+    async with ft.open_node("t"):
+        hashed = await soc.start(soc.pool("h", Recursive, count=2, routing="hash"))
+        key_of = {}
+        for key in range(20):
+            _, pid = await hashed.submit(key, key=key)
+            key_of.setdefault(pid, key)
+        assert len(key_of) == 2
+        for key in key_of.values():
+            Recursive.own_key = key
+            with pytest.raises(soc.JobFailed) as failed:
+                await hashed.submit("key", key=key)
+            assert "routes to itself" in str(failed.value.reason)
+        everyone = await soc.start(soc.pool("b", Recursive, count=2, routing="broadcast"))
+        with pytest.raises(soc.JobFailed) as failed:
+            await everyone.submit("broadcast")
+        assert isinstance(failed.value.reason, ft.CallToSelf)

@@ -48,7 +48,7 @@ from trio.lowlevel import (
 )
 
 from .._validation import structure_options
-from ..runtime.errors import NoProcess
+from ..runtime.errors import CallToSelf, NoNodeError, NoProcess
 from ..runtime.mailbox import is_nothing
 from ..runtime.node import Node, current_node
 from ..runtime.pid import SHUTDOWN, ExitReason, Normal, Pid
@@ -418,15 +418,32 @@ class _Pool:
         slots = self.routable()
         return min(slots, key=lambda s: s.load) if slots else None
 
-    def choose(self, key: Hashable) -> _Slot | None:
-        """The slot the pool's routing picks for a job, or None if it must wait."""
+    def choose(self, key: Hashable, exclude: _Slot | None = None) -> _Slot | None:
+        """The slot the pool's routing picks for a job, or None if it must wait.
+
+        ``exclude`` is the slot of a worker that submits to its own pool and
+        waits: the job must go elsewhere (see :meth:`Society.submit`).
+        """
         slots = self.routable()
         if not slots:
             return None
         routing = self.options.routing
         if routing == "hash":
             slot = max(slots, key=lambda s: _rendezvous(key, s.id))
+            if slot is exclude:
+                raise CallToSelf(
+                    f"worker {exclude.process.pid if exclude.process else '?'} of pool "
+                    f"{self.name!r} submitted a job whose key routes to itself and waits for "
+                    "it: it would wait for ever (use cast, or another key)"
+                )
             return slot if self.has_room(slot) else None
+        if exclude is not None:
+            slots = [s for s in slots if s is not exclude]
+            if not slots:
+                raise CallToSelf(
+                    f"the only worker of pool {self.name!r} submitted a job to its own pool "
+                    "and waits for it: it would wait for ever (use cast)"
+                )
         n = len(slots)
         start = self._cursor % n
         rotation = slots[start:] + slots[:start]
@@ -438,6 +455,17 @@ class _Pool:
         if slot_or_none is not None:
             self._cursor = slots.index(slot_or_none) + 1
         return slot_or_none
+
+    def own_slot(self) -> _Slot | None:
+        """The slot of the calling process, if it is one of this pool's workers."""
+        try:
+            me = current_process()
+        except NoNodeError:
+            return None
+        for slot in self.slots:
+            if slot.process is me:
+                return slot
+        return None
 
     def depth(self) -> int:
         """Jobs queued and running on the routable workers, plus submitters waiting
@@ -792,11 +820,13 @@ class Society:
             )
         return found
 
-    async def _place(self, pool_state: _Pool, job: _Job, key: Hashable) -> None:
+    async def _place(
+        self, pool_state: _Pool, job: _Job, key: Hashable, exclude: _Slot | None = None
+    ) -> None:
         """Put ``job`` in the queue routing picks, waiting for room there."""
         while True:
             self._state.check_open()
-            slot = pool_state.choose(key)
+            slot = pool_state.choose(key, exclude)
             if slot is not None:
                 slot.push(job)
                 return
@@ -815,8 +845,11 @@ class Society:
         others. With ``broadcast`` routing the job goes to every worker and the
         results come back as a list, in member order.
 
-        Waits while the chosen worker's queue is full (backpressure).
-        Raises :class:`JobFailed` if the worker running the job exits before
+        Waits while the chosen worker's queue is full (backpressure). A
+        worker that submits to its own pool is never given its own job (it
+        would wait for itself); where it is the only choice (a pool of one, a
+        key that routes to it, broadcast) :class:`~foundation_trio.CallToSelf`
+        is raised instead. Raises :class:`JobFailed` if the worker running the job exits before
         finishing it (its handler raised: the exception is the cause), and
         :class:`SocietyStopped` if the society stops first. Cancellation while
         the job is still queued withdraws it; once a worker runs it, it runs to
@@ -824,10 +857,16 @@ class Society:
         """
         await checkpoint_if_cancelled()
         pool_state = self._pool(pool, key)
+        own = pool_state.own_slot()
         if pool_state.options.routing == "broadcast":
+            if own is not None:
+                raise CallToSelf(
+                    f"a worker of broadcast pool {pool_state.name!r} submitted a job to its "
+                    "own pool and waits for it: it would wait for ever (use cast)"
+                )
             return await self._broadcast(pool_state, job)
         record = _Job(job, True, trio.current_time())
-        await self._place(pool_state, record, key)
+        await self._place(pool_state, record, key, own)
         return await record.wait()
 
     async def _broadcast(self, pool_state: _Pool, payload: Any) -> list[Any]:
