@@ -1018,3 +1018,19 @@ async def test_own_key_and_broadcast_to_own_pool_raise_call_to_self(autojump_clo
         with pytest.raises(soc.JobFailed) as failed:
             await everyone.submit("broadcast")
         assert isinstance(failed.value.reason, ft.CallToSelf)
+
+
+async def test_a_worker_stopped_from_outside_is_restarted_and_keeps_its_keys(autojump_clock):
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", whoami, count=2, routing="hash"))
+        key = 0
+        first = s.members()[0]
+        while await s.submit(0, key=key) != first:
+            key += 1
+        await ft.stop(first)  # an orderly stop by someone else
+        assert await s.submit(0, key=key) == s.members()[0] != first
+        ft.exit(s.members()[0], ft.SHUTDOWN)
+        await trio.sleep(0.1)
+        assert len(s.members()) == 2
+        assert s.health().status == "ok"
+        assert s.health().pools[0].restarts == 2

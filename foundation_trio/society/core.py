@@ -5,7 +5,7 @@ A society is one supervisor (``ONE_FOR_ALL``) with, in start order, one
 per autoscaled pool::
 
     society supervisor (ONE_FOR_ALL)
-      pool "a" (DynamicSupervisor) -- worker, worker, ...   (TRANSIENT children)
+      pool "a" (DynamicSupervisor) -- worker, worker, ...   (PERMANENT children)
       pool "b" (DynamicSupervisor) -- worker, ...
       coordinator (GenServer): starts the workers, autoscales the pools
       ticker "b": casts a tick to the coordinator every scale_interval
@@ -48,15 +48,15 @@ from trio.lowlevel import (
 )
 
 from .._validation import structure_options
-from ..runtime.errors import CallToSelf, NoNodeError, NoProcess
+from ..runtime.errors import CallToSelf, NoNodeError, NoProcess, NoSuchChild
 from ..runtime.mailbox import is_nothing
 from ..runtime.node import Node, current_node
-from ..runtime.pid import SHUTDOWN, ExitReason, Normal, Pid
+from ..runtime.pid import SHUTDOWN, ExitReason, Pid, is_orderly
 from ..runtime.process import Process, current_process, send
 from ..runtime.registry import Registry, Via
 from ..runtime.server import GenServer, cast, stop
-from ..runtime.spec import ONE_FOR_ALL, TRANSIENT, ChildSpec, DynamicSupervisorSpec, SupervisorSpec
-from ..runtime.supervisor import start_child
+from ..runtime.spec import ONE_FOR_ALL, PERMANENT, ChildSpec, DynamicSupervisorSpec, SupervisorSpec
+from ..runtime.supervisor import start_child, terminate_child
 from ..services import telemetry
 from .autoscale import scale_decision
 from .errors import JobFailed, NotAMember, QueueFull, SocietyStopped
@@ -356,7 +356,9 @@ class _Slot:
             if isinstance(reason, BaseException):
                 error.__cause__ = reason
             self.pool.fail(job, error)
-        if self.retiring and isinstance(reason, Normal):
+        if self.retiring and is_orderly(reason):
+            # Stopped after it drained (or with its society): anything it still
+            # held is routed to the others.
             self.pool.remove(self)
 
 
@@ -558,7 +560,7 @@ class _Pool:
             ("worker", slot.id),
             _worker_main,
             args=(self, slot),
-            restart=TRANSIENT,
+            restart=PERMANENT,
         )
 
 
@@ -598,6 +600,7 @@ async def _worker_main(
     task_status.started()
     mailbox = process.mailbox
     run = 0
+    reported_drained = False
     while True:
         # One message, then one job: neither starves the other.
         message = mailbox.take_nowait()
@@ -616,8 +619,11 @@ async def _worker_main(
                 await trio.lowlevel.checkpoint()
             continue
         if is_nothing(message):
-            if slot.retiring:
-                return
+            if slot.retiring and not reported_drained:
+                # Its supervisor restarts it whatever its exit (PERMANENT), so
+                # a drained retiring worker asks the coordinator to remove it.
+                reported_drained = True
+                await cast(pool.society.coordinator, _Drained(pool.name, slot.id, process.pid))
             run = 0
             slot.idle = True
             try:
@@ -632,6 +638,15 @@ async def _worker_main(
 @attrs.frozen
 class _Tick:
     pool: str
+
+
+@attrs.frozen
+class _Drained:
+    """A retiring worker has finished every job it held."""
+
+    pool: str
+    slot: int
+    pid: Pid
 
 
 class _Coordinator(GenServer):
@@ -653,6 +668,20 @@ class _Coordinator(GenServer):
         if isinstance(request, _Tick):
             await self._autoscale(self.state.pools[request.pool])
             return
+        if isinstance(request, _Drained):
+            pool_state = self.state.pools[request.pool]
+            slot = next((s for s in pool_state.slots if s.id == request.slot), None)
+            if (
+                slot is not None
+                and slot.retiring
+                and slot.process is not None
+                and slot.process.pid == request.pid
+                and slot.load == 0
+            ):
+                # Its exit hook removes the slot.
+                with contextlib.suppress(NoSuchChild):
+                    await terminate_child(pool_state.supervisor, request.pid)
+            return
         await super().handle_cast(request)
 
     async def _autoscale(self, pool_state: _Pool) -> None:
@@ -669,8 +698,8 @@ class _Coordinator(GenServer):
             await start_child(pool_state.supervisor, pool_state.worker_spec(slot))
             direction = "up"
         elif decision == -1:
-            # Retire the idlest worker (the newest among equals): it leaves
-            # routing now and exits once its queue is empty, so no job is dropped.
+            # Retire the idlest worker (the newest among equals): it leaves routing
+            # now and is stopped once it has run what it holds, so no job is dropped.
             slot = min(reversed(routable), key=lambda s: s.load)
             slot.retiring = True
             samples.clear()
