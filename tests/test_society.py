@@ -1034,3 +1034,76 @@ async def test_a_worker_stopped_from_outside_is_restarted_and_keeps_its_keys(aut
         assert len(s.members()) == 2
         assert s.health().status == "ok"
         assert s.health().pools[0].restarts == 2
+
+
+class Careful(soc.Worker):
+    """Records its terminate calls; a job is ("sleep", seconds)."""
+
+    terminated: list[object] = []
+    fail_terminate = False
+
+    async def handle_job(self, job):
+        await trio.sleep(job)
+        return job
+
+    async def terminate(self, reason):
+        Careful.terminated.append(reason)
+        if Careful.fail_terminate:
+            raise RuntimeError("terminate failed")
+
+
+async def test_stop_lets_the_running_job_finish_and_runs_terminate(autojump_clock):
+    Careful.terminated = []
+    Careful.fail_terminate = False
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", Careful, count=1))
+        worker = s.members()[0]
+        ref = ft.monitor(worker)
+        async with trio.open_nursery() as nursery:
+            results = []
+
+            async def submit(job):
+                results.append(await s.submit(job))
+
+            nursery.start_soon(submit, 2.0)
+            await trio.sleep(0.5)
+            start = trio.current_time()
+            await s.stop()  # waits for the job (2 s) within the 5 s shutdown
+            assert trio.current_time() - start == pytest.approx(1.5)
+        assert results == [2.0]
+        assert Careful.terminated == [ft.SHUTDOWN]
+        down = await ft.receive(lambda m: isinstance(m, ft.Down) and m.ref == ref)
+        assert down.reason == ft.SHUTDOWN
+
+
+async def test_a_job_longer_than_the_shutdown_time_is_killed(autojump_clock):
+    Careful.terminated = []
+    Careful.fail_terminate = True
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", Careful, count=1, shutdown=1.0))
+        async with trio.open_nursery() as nursery:
+
+            async def submit():
+                with pytest.raises(soc.JobFailed) as failed:
+                    await s.submit(30.0)
+                assert failed.value.reason is ft.KILLED
+
+            nursery.start_soon(submit)
+            await trio.sleep(0.5)
+            start = trio.current_time()
+            await s.stop()
+            assert trio.current_time() - start == pytest.approx(1.0)
+        assert Careful.terminated == []  # killed: terminate does not run
+
+
+async def test_a_raising_terminate_is_logged_and_the_restart_goes_on(autojump_clock, caplog):
+    Careful.terminated = []
+    Careful.fail_terminate = True
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", Careful, count=1))
+        old = s.members()[0]
+        await ft.stop(old)  # an orderly stop from outside: it is restarted
+        assert await s.submit(0.1) == 0.1
+        assert s.members()[0] != old
+    assert Careful.terminated[0] == ft.NORMAL
+    assert "terminate() of society worker" in caplog.text

@@ -53,6 +53,7 @@ from ..runtime.mailbox import is_nothing
 from ..runtime.node import Node, current_node
 from ..runtime.pid import SHUTDOWN, ExitReason, Pid, is_orderly
 from ..runtime.process import Process, current_process, send
+from ..runtime.process import exit as exit_process
 from ..runtime.registry import Registry, Via
 from ..runtime.server import GenServer, cast, stop
 from ..runtime.spec import ONE_FOR_ALL, PERMANENT, ChildSpec, DynamicSupervisorSpec, SupervisorSpec
@@ -85,6 +86,11 @@ class Worker:
     exception in ``handle_job`` or ``handle_message`` crashes the worker (let it
     crash): the job it was running fails with :class:`JobFailed` and the pool's
     supervisor starts a new instance, which continues with the queue.
+
+    Stopping: asked to stop (by its supervisor, the society's stop, or
+    ``ft.stop``), a worker finishes the job in hand, runs :meth:`terminate`, and
+    exits with the stop's reason. If the job outlasts the pool's ``shutdown``
+    time the worker is killed and the job fails with :class:`JobFailed`.
     """
 
     society: Society
@@ -108,6 +114,10 @@ class Worker:
         logger.warning(
             "society worker %s (%s) dropped message %r", self.pid, type(self).__qualname__, message
         )
+
+    async def terminate(self, reason: ExitReason) -> None:
+        """Clean up on an orderly stop, after the last job. Not run when the worker
+        crashed or was killed. An exception here is logged and ignored."""
 
     async def send_neighbours(self, message: Any) -> int:
         """Send ``message`` to this worker's neighbours in the society's topology;
@@ -561,6 +571,7 @@ class _Pool:
             _worker_main,
             args=(self, slot),
             restart=PERMANENT,
+            shutdown=self.options.shutdown,
         )
 
 
@@ -586,6 +597,25 @@ def _rendezvous(key: Hashable, slot_id: int) -> bytes:
     return digest.digest()
 
 
+class _StopRequest:
+    """A worker process's behaviour for the runtime: how it is asked to stop in order
+    (the runtime calls :meth:`request_stop` instead of cancelling it)."""
+
+    __slots__ = ("mailbox", "reason")
+
+    def __init__(self, process: Process) -> None:
+        self.mailbox = process.mailbox
+        self.reason: ExitReason | None = None
+
+    def request_stop(self, reason: ExitReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.mailbox.wake()
+
+    def requested(self) -> bool:
+        return self.reason is not None
+
+
 async def _worker_main(
     pool: _Pool, slot: _Slot, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -596,12 +626,14 @@ async def _worker_main(
     worker.pool = pool.name
     worker.pid = process.pid
     await worker.init(*pool.spec.args)
+    stop = _StopRequest(process)
+    process.behaviour = stop
     slot.attach(process)
     task_status.started()
     mailbox = process.mailbox
     run = 0
     reported_drained = False
-    while True:
+    while not stop.requested():
         # One message, then one job: neither starves the other.
         message = mailbox.take_nowait()
         if not is_nothing(message):
@@ -624,12 +656,24 @@ async def _worker_main(
                 # a drained retiring worker asks the coordinator to remove it.
                 reported_drained = True
                 await cast(pool.society.coordinator, _Drained(pool.name, slot.id, process.pid))
+            if stop.requested():
+                break
             run = 0
             slot.idle = True
             try:
                 await mailbox.wait()
             finally:
                 slot.idle = False
+    reason = stop.reason
+    assert reason is not None
+    try:
+        await worker.terminate(reason)
+    except Exception:
+        logger.exception("terminate() of society worker %s raised", process.pid)
+    # End with the stop's reason, as a GenServer does: an exit signal to itself
+    # (a NORMAL one is ignored, and returning is a normal exit anyway).
+    exit_process(process.pid, reason)
+    await trio.lowlevel.checkpoint()
 
 
 # -- the coordinator ------------------------------------------------------------------------

@@ -66,6 +66,8 @@ class PoolOptions:
     max_restarts: int = attrs.field(default=10, validator=_at_least(0))
     """Worker restarts the pool's supervisor allows within ``max_seconds``."""
     max_seconds: float = attrs.field(default=5.0, validator=_finite_positive)
+    shutdown: float = attrs.field(default=5.0, validator=_at_least(0))
+    """Seconds a worker asked to stop may take to finish its job before it is killed."""
     scale_interval: float = attrs.field(default=1.0, validator=_finite_positive)
     """Seconds between two depth measurements of an autoscaled pool."""
     scale_up_depth: float = attrs.field(default=4.0, validator=_at_least(0))
