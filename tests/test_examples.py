@@ -117,6 +117,7 @@ GUIDES = {
     "services.md": 3,
     "protection.md": 4,
     "cluster.md": 1,
+    "agents.md": 7,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]
 

@@ -111,6 +111,11 @@ def _check_health_interval(_: object, attribute: attrs.Attribute[Any], value: ob
         )
 
 
+def _check_shutdown(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValueError(f"AgentSpec.shutdown must be finite seconds >= 0, got {value!r}")
+
+
 def _to_metadata(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"AgentSpec.metadata must be a mapping, got {value!r}")
@@ -135,7 +140,10 @@ class AgentSpec:
     (never). ``max_restarts`` within ``max_seconds``: the agent's own restart
     intensity; one more crash and its supervisor gives up, escalating to the agents
     supervisor, which marks it ``failed``. ``health_interval``: seconds between
-    health checks (None: none). ``metadata``: free-form, read-only.
+    health checks (None: none). ``shutdown``: seconds a stopping agent may take to
+    finish the message it is handling (a hook still running then is cancelled), so
+    one stuck agent cannot hold up a shutdown longer. ``metadata``: free-form,
+    read-only.
     """
 
     id: str = attrs.field(validator=_check_id)
@@ -149,6 +157,7 @@ class AgentSpec:
     health_interval: float | None = attrs.field(
         default=None, validator=_check_health_interval, kw_only=True
     )
+    shutdown: float = attrs.field(default=5.0, validator=_check_shutdown, kw_only=True)
     metadata: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_to_metadata, kw_only=True, eq=False
     )

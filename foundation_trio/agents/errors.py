@@ -1,15 +1,34 @@
 """The errors of the agents layer. Each message names what was wrong and with what.
 
-Every error derives from :class:`AgentsError` (itself a
+Every error defined here derives from :class:`AgentsError` (itself a
 :class:`~foundation_trio.FoundationError`) and from the built-in class that fits,
 so ``except LookupError`` catches :class:`AgentNotFound` as well.
+:class:`InsufficientParticipants` is the protocol cores' own (raised by the pure
+voting core too), re-exported here so there is one class of that name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 
+from ..protocols.voting import InsufficientParticipants
 from ..runtime.errors import FoundationError
+
+__all__ = [
+    "AgentAlreadyRunning",
+    "AgentNotFound",
+    "AgentNotRunning",
+    "AgentsError",
+    "CoordinatorCrashed",
+    "DuplicateAgent",
+    "DuplicateVariable",
+    "InsufficientParticipants",
+    "OutOfDomain",
+    "PermissionDenied",
+    "StrategyNotFound",
+    "VariableNotFound",
+    "VersionConflict",
+]
 
 
 class AgentsError(FoundationError):
@@ -61,15 +80,6 @@ class CoordinatorCrashed(AgentsError, RuntimeError):
     def __init__(self, what: str, reason: object) -> None:
         super().__init__(f"the coordinator of {what} ended before a result: {reason!r}")
         self.reason = reason
-
-
-class InsufficientParticipants(AgentsError, ValueError):
-    """Too few participants for what was asked; names how many there are and need."""
-
-    def __init__(self, what: str, have: int, need: int) -> None:
-        super().__init__(f"{what}: {have} participants, at least {need} needed")
-        self.have = have
-        self.need = need
 
 
 class VersionConflict(AgentsError, RuntimeError):

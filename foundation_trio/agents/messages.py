@@ -29,7 +29,7 @@ runner fills it in.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from .agent import Agent
 
 __all__ = ["HealthCheck", "Question", "Refusal", "ValueRequest", "VoteRequest"]
+
+
+def _as_tuple(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(items)
 
 
 @attrs.frozen
@@ -86,7 +90,7 @@ class VoteRequest(Question):
 
     hook: ClassVar[str] = "vote"
     topic: str
-    options: tuple[Hashable, ...] = attrs.field(default=(), converter=tuple)
+    options: tuple[Hashable, ...] = attrs.field(default=(), converter=_as_tuple)
     round_id: str = ""
 
 
@@ -104,4 +108,4 @@ class ValueRequest(Question):
     current: Any
     version: int
     domain: str = ""
-    options: Sequence[Any] = attrs.field(default=(), converter=tuple)
+    options: tuple[Any, ...] = attrs.field(default=(), converter=_as_tuple)

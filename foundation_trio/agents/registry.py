@@ -41,9 +41,12 @@ from ..runtime.spec import (
     SupervisorSpec,
 )
 from ..runtime.supervisor import start_child, terminate_child
+from ..services import telemetry
+from . import telemetry as tm
 from .agent import AgentSpec, AgentStatus
 from .errors import AgentAlreadyRunning, AgentNotFound, AgentNotRunning, DuplicateAgent
 from .messages import HealthCheck
+from .telemetry import emit
 
 logger = logging.getLogger("foundation_trio.agents")
 
@@ -109,6 +112,15 @@ class _Record:
 
 
 _tokens = iter(range(1, 1 << 62))
+
+_EVENT_OF = {
+    "started": tm.AGENT_STARTED,
+    "restarted": tm.AGENT_RESTARTED,
+    "crashed": tm.AGENT_CRASHED,
+    "exited": tm.AGENT_STOPPED,
+    "stopped": tm.AGENT_STOPPED,
+    "failed": tm.AGENT_FAILED,
+}
 
 
 class AgentSystem:
@@ -206,6 +218,13 @@ class AgentSystem:
         self._tell(agent_id, "crashed" if crashed else "exited", reason)
 
     def _tell(self, agent_id: str, what: str, reason: object) -> None:
+        event = _EVENT_OF[what]
+        record = self.records.get(agent_id)
+        measurements = {"restarts": record.restarts} if record is not None else {}
+        metadata: dict[str, object] = {"agent": agent_id}
+        if what in ("crashed", "exited", "failed"):
+            metadata["reason"] = reason
+        emit(event, measurements, metadata)
         for listener in list(self.exit_listeners):
             try:
                 listener(agent_id, what, reason)
@@ -259,6 +278,11 @@ class AgentSystem:
         failures = 0 if healthy else record.health.consecutive_failures + 1
         if not healthy:
             logger.warning("agent %r is unhealthy: %s", agent_id, detail)
+            emit(
+                tm.AGENT_UNHEALTHY,
+                {"consecutive_failures": failures},
+                {"agent": agent_id, "detail": detail},
+            )
         record.health = Health(healthy, trio.current_time(), failures, detail)
 
 
@@ -275,6 +299,8 @@ async def agent_system() -> AgentSystem:
     node = current_node()
     system = node.find_extension(AgentSystem)
     if system is None:
+        if node.find_extension(telemetry.Telemetry) is not None:
+            tm.declare_metrics()
         system = AgentSystem(node)
         node.set_extension(AgentSystem, system)
         node.add_hook(system.on_event)
@@ -338,6 +364,7 @@ async def start_agent(agent_id: str) -> Pid:
         spec.agent,
         args=(spec,),
         restart=spec.restart,
+        shutdown=spec.shutdown,
         name=system.target(agent_id),
         # A non-permanent agent that ends for good takes its supervisor along.
         significant=not permanent,

@@ -56,13 +56,16 @@ from typing import Any, Generic, TypeAlias, TypeVar
 import attrs
 import trio
 
+from ..protocols.coordination import priority_key
 from ..runtime.errors import CallTimeout, ServerExited
 from ..runtime.pid import ExitReason, Pid
 from ..runtime.process import Target, current_process, spawn
 from ..runtime.process import exit as exit_process
 from ..runtime.server import call
+from . import telemetry as tm
 from .errors import AgentNotFound, CoordinatorCrashed
 from .messages import Question, Refusal
+from .telemetry import emit
 
 __all__ = [
     "Coordination",
@@ -70,6 +73,7 @@ __all__ = [
     "Late",
     "NotNeeded",
     "Outcome",
+    "Participant",
     "Refused",
     "Responded",
     "RoundResult",
@@ -186,13 +190,25 @@ def ranked(
     higher_is_better: bool = True,
 ) -> list[Responded]:
     """``responses`` best first, by the tie-break order every protocol uses: the better
-    ``amount(response)`` first, then the smaller ``seq``, then the smaller participant id.
+    ``amount(response)`` first, then the smaller ``seq``, then the smaller participant id
+    (:func:`foundation_trio.protocols.coordination.priority_key`, shared with the
+    protocol cores).
     """
-    sign = -1.0 if higher_is_better else 1.0
-    return sorted(responses, key=lambda r: (sign * amount(r), r.seq, r.participant))
+    sign = 1.0 if higher_is_better else -1.0
+    return sorted(responses, key=lambda r: priority_key(sign * amount(r), r.seq, r.participant))
 
 
 # -- participants ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Participant:
+    """A participant named explicitly: ``id`` as it appears in the outcomes, and the
+    ``target`` to call; ``target=None`` means ``id`` is an agent id, resolved to the
+    agent's live pid when it is asked."""
+
+    id: str
+    target: Target | None = None
 
 
 @attrs.frozen
@@ -202,7 +218,7 @@ class _Invitee:
     position: int
 
 
-ParticipantLike: TypeAlias = "str | Pid | tuple[str, str]"
+ParticipantLike: TypeAlias = "str | Pid | tuple[str, str] | Participant"
 
 
 def _invitees(
@@ -221,7 +237,13 @@ def _invitees(
         if isinstance(participants, str | bytes):
             raise TypeError("participants is a collection of agent ids or targets, not one str")
         for item in participants:
-            if isinstance(item, str):
+            if isinstance(item, Participant):
+                if not isinstance(item.id, str) or not item.id:
+                    raise TypeError(f"participant ids are non-empty str, got {item.id!r}")
+                if item.target is None and (system is None or item.id not in system.records):
+                    raise AgentNotFound(item.id)
+                pairs.append((item.id, item.target))
+            elif isinstance(item, str):
                 if system is None or item not in system.records:
                     raise AgentNotFound(item)
                 pairs.append((item, None))
@@ -297,6 +319,7 @@ class _Round:
         self.until = until
         self.outcomes: dict[str, Outcome] = {}
         self.arrivals: list[Responded | Refused] = []
+        self.started_at = trio.current_time()
         self.ended_early = False
         self.until_error: Exception | None = None
         self.scope: trio.CancelScope | None = None
@@ -338,6 +361,7 @@ class _Round:
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes[outcome.participant] = outcome
+        self._report(outcome)
         if isinstance(outcome, Responded | Refused):
             self.arrivals.append(outcome)
         if self.until is None or self.ended_early or self.until_error is not None:
@@ -353,6 +377,18 @@ class _Round:
             self.ended_early = True
             assert self.scope is not None
             self.scope.cancel()
+
+    def _report(self, outcome: Outcome) -> None:
+        metadata: dict[str, object] = {"round": self.name, "agent": outcome.participant}
+        if isinstance(outcome, Responded | Refused | Late):
+            latency = outcome.received_at - self.started_at
+            metadata["outcome"] = type(outcome).__name__.lower()
+            emit(tm.ROUND_ANSWERED, {"latency": latency}, metadata)
+        elif isinstance(outcome, TimedOut):
+            emit(tm.ROUND_TIMED_OUT, {"latency": trio.current_time() - self.started_at}, metadata)
+        elif isinstance(outcome, Crashed):
+            metadata["error"] = outcome.error
+            emit(tm.ROUND_CRASHED, {"latency": trio.current_time() - self.started_at}, metadata)
 
     def snapshot(self) -> tuple[Outcome, ...]:
         """The outcomes so far, in the order they were recorded."""
@@ -372,7 +408,7 @@ class _Round:
             elif isinstance(found, Responded | Refused):
                 found = attrs.evolve(found, seq=seq[invitee.id])
             final.append(found)
-        return RoundResult(
+        result = RoundResult(
             self.name,
             tuple(final),
             started_at,
@@ -380,6 +416,21 @@ class _Round:
             trio.current_time(),
             self.ended_early,
         )
+        counts = result.counts()
+        emit(
+            tm.ROUND_STOPPED,
+            {
+                "duration": result.finished_at - started_at,
+                "responded": counts.get("Responded", 0),
+                "refused": counts.get("Refused", 0),
+                "timed_out": counts.get("TimedOut", 0),
+                "crashed": counts.get("Crashed", 0),
+                "late": counts.get("Late", 0),
+                "not_needed": counts.get("NotNeeded", 0),
+            },
+            {"round": self.name, "ended_early": self.ended_early},
+        )
+        return result
 
 
 async def run_round(
@@ -429,7 +480,12 @@ async def run_round(
         )
     invitees = _invitees(participants, rng)
     state = _Round(name, invitees, question_for, when, grace, until)
-    started_at = trio.current_time()
+    started_at = state.started_at
+    emit(
+        tm.ROUND_STARTED,
+        {"participants": len(invitees), "timeout": when - started_at},
+        {"round": name},
+    )
     with trio.CancelScope() as scope:
         state.scope = scope
         async with trio.open_nursery() as nursery:

@@ -74,6 +74,7 @@ def test_agent_spec_defaults_and_frozen_capabilities():
         ({"max_seconds": 0}, ValueError, "max_seconds"),
         ({"health_interval": math.inf}, ValueError, "health_interval"),
         ({"metadata": [1]}, TypeError, "metadata"),
+        ({"shutdown": -1}, ValueError, "shutdown"),
     ],
 )
 def test_agent_spec_rejects_bad_fields_naming_them(kwargs, error, field):
@@ -125,6 +126,22 @@ async def test_setup_failure_marks_the_agent_failed():
             await ft.agents.start_agent("bad")
         assert ft.agents.agent_status("bad") is AgentStatus.FAILED
         assert ft.agents.find_agents() == []
+
+
+async def test_a_stuck_agent_holds_up_its_stop_no_longer_than_its_shutdown_time(
+    autojump_clock,
+):
+    class Stuck(Agent):
+        async def handle_cast(self, request: object) -> None:
+            await trio.sleep_forever()
+
+    async with open_node("t"):
+        await ft.agents.register_agent(AgentSpec("s", Stuck, shutdown=0.5))
+        await ft.cast(await ft.agents.start_agent("s"), "hang")
+        start = trio.current_time()
+        await ft.agents.stop_agent("s")
+        assert trio.current_time() == pytest.approx(start + 0.5)
+        assert ft.agents.agent_status("s") is AgentStatus.STOPPED
 
 
 async def test_crashed_agent_is_restarted_and_counted(autojump_clock):
