@@ -38,6 +38,7 @@ import trio
 
 from ..protocols.voting import ABSTAIN, InvalidChoice, VotingSession
 from . import telemetry as tm
+from ._protocol_support import count_win
 from .messages import VoteRequest
 from .rounds import (
     Coordination,
@@ -198,7 +199,7 @@ async def vote(
     if final.status == "decided":
         for member, ballot in counting.ballots.items():
             if ballot is not ABSTAIN and ballot == final.choice:
-                tm.count_win("vote", member)
+                count_win("vote", member)
         emit(
             tm.CONSENSUS_REACHED,
             {"ballots": final.ballots, "duration": finished_at - started_at},

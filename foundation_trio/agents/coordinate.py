@@ -66,6 +66,7 @@ import trio
 
 from ..protocols.voting import VotingSession
 from . import telemetry as tm
+from ._protocol_support import count_win
 from .errors import InsufficientParticipants, StrategyNotFound, VersionConflict
 from .messages import Question, ValueRequest
 from .rounds import (
@@ -381,7 +382,7 @@ async def coordinate(
         )
         raise
     for winner in decision.winners:
-        tm.count_win(f"coordinate:{strategy}", winner)
+        count_win(f"coordinate:{strategy}", winner)
     emit(
         tm.COORDINATE_COMMITTED,
         {"version": update.version, "duration": trio.current_time() - started_at},

@@ -51,7 +51,7 @@ import functools
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar, overload
 
 import attrs
 import trio
@@ -299,6 +299,30 @@ def _checked_question(question: object, participant: str) -> Question:
 # -- the runner --------------------------------------------------------------------------
 
 
+class _View(Sequence[Outcome]):
+    """A read-only view of the outcomes recorded so far, in the order they were
+    recorded (what ``until`` sees; no copy per call)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Outcome]) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
+        if isinstance(index, slice):
+            return tuple(self._items[index])
+        return self._items[index]
+
+
 class _Round:
     """The mutable state of one running round."""
 
@@ -318,8 +342,13 @@ class _Round:
         self.hard_deadline = deadline + grace
         self.until = until
         self.outcomes: dict[str, Outcome] = {}
+        self.recorded: list[Outcome] = []
+        self.view = _View(self.recorded)
         self.arrivals: list[Responded | Refused] = []
         self.started_at = trio.current_time()
+        from .registry import _existing_system
+
+        self.system = _existing_system()
         self.ended_early = False
         self.until_error: Exception | None = None
         self.scope: trio.CancelScope | None = None
@@ -327,9 +356,7 @@ class _Round:
     def _resolve(self, invitee: _Invitee) -> Target:
         if invitee.target is not None:
             return invitee.target
-        from .registry import _existing_system
-
-        system = _existing_system()
+        system = self.system
         pid = None if system is None else system.live_pid(invitee.id)
         if pid is None:
             raise AgentNotFound(invitee.id, "not running")
@@ -361,13 +388,14 @@ class _Round:
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes[outcome.participant] = outcome
+        self.recorded.append(outcome)
         self._report(outcome)
         if isinstance(outcome, Responded | Refused):
             self.arrivals.append(outcome)
         if self.until is None or self.ended_early or self.until_error is not None:
             return
         try:
-            fixed = self.until(self.snapshot())
+            fixed = self.until(self.view)
         except Exception as exc:
             # Raised by run_round itself once the other questions are cancelled,
             # rather than from inside the nursery wrapped in a group.
@@ -389,10 +417,6 @@ class _Round:
         elif isinstance(outcome, Crashed):
             metadata["error"] = outcome.error
             emit(tm.ROUND_CRASHED, {"latency": trio.current_time() - self.started_at}, metadata)
-
-    def snapshot(self) -> tuple[Outcome, ...]:
-        """The outcomes so far, in the order they were recorded."""
-        return tuple(self.outcomes.values())
 
     def result(self, started_at: float) -> RoundResult:
         # Final receipt order: time of receipt, then invitation position (answers

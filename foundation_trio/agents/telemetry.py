@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from ..runtime.node import current_node
 from ..services import telemetry
 
 AGENT_STARTED: Final = "agents.agent.started"
@@ -21,6 +20,8 @@ AGENT_STOPPED: Final = "agents.agent.stopped"
 AGENT_FAILED: Final = "agents.agent.failed"
 AGENT_UNHEALTHY: Final = "agents.agent.unhealthy"
 PROTOCOL_WON: Final = "agents.protocol.won"
+"""Emitted through ``_protocol_support.count_win`` (shared with the protocol drivers);
+it feeds the counter ``agents_wins_total`` (labels ``protocol``, ``agent``)."""
 
 ROUND_STARTED: Final = "agents.round.started"
 ROUND_ANSWERED: Final = "agents.round.answered"
@@ -114,26 +115,6 @@ def declare_metrics() -> None:
     telemetry.counter(
         "agents_restarts_total", "Restarts of the agent", labels=labels, event=AGENT_RESTARTED
     )
-
-
-WINS_METRIC: Final = "agents_wins_total"
-
-
-def count_win(protocol: str, agent: str) -> None:
-    """Emit ``agents.protocol.won`` for ``agent`` in ``protocol``: its answer carried a
-    vote, a coordination or an auction. It feeds the counter ``agents_wins_total``
-    (labels ``protocol`` and ``agent``), declared on first use. On a node without
-    the telemetry service nothing is emitted or counted.
-    """
-    if current_node().find_extension(telemetry.Telemetry) is None:
-        return
-    telemetry.counter(
-        WINS_METRIC,
-        "Wins of each agent in the coordination protocols (auctions, Contract Net)",
-        labels=("protocol", "agent"),
-        event=PROTOCOL_WON,
-    )
-    emit(PROTOCOL_WON, {"wins": 1}, {"protocol": protocol, "agent": agent})
 
 
 def emit(name: str, measurements: Mapping[str, float], metadata: Mapping[str, object]) -> None:

@@ -233,8 +233,19 @@ class VotingSession:
             _check_hashable(option)
         self.options: tuple[Hashable, ...] = tuple(dict.fromkeys(options))
         self.q = self._q(supermajority, threshold)
-        self.weights = self._weights(weights)
-        self.total = sum(self.weights.values(), Fraction(0))
+        # Exact integer arithmetic: every weight scaled by the common denominator.
+        # (Fractions would be exact too, but cost a hundred times more per ballot.)
+        self.weights: dict[AgentId, int]
+        if weights is None and self.rule is not Rule.WEIGHTED:
+            self.scale = 1
+            self.weights = dict.fromkeys(self.members, 1)
+        else:
+            exact = self._weights(weights)
+            self.scale = math.lcm(*(w.denominator for w in exact.values()))
+            self.weights = {m: int(w * self.scale) for m, w in exact.items()}
+        self.total = sum(self.weights.values())
+        self._q_num = self.q.numerator
+        self._q_den = self.q.denominator
         if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 0:
             raise ValueError(f"quorum must be an int >= 0, got {quorum!r}")
         if quorum > len(members):
@@ -263,7 +274,9 @@ class VotingSession:
             self.min_support_ballots = byzantine_quorum(len(members), byzantine_f)
         self.quorum = quorum
         self.ballots: dict[AgentId, Hashable | _Abstain] = {}
-        self._support: dict[Hashable, Fraction] = {}
+        self._support: dict[Hashable, int] = {}
+        self._pending = len(self.members)
+        self._pending_weight = self.total
         self._count: dict[Hashable, int] = {}
         self._first: dict[Hashable, int] = {}
         self._votes = 0
@@ -344,6 +357,7 @@ class VotingSession:
         member = self._check_open(voter)
         if choice is ABSTAIN:
             self.ballots[member] = ABSTAIN
+            self._settled(member)
             return self._settle()
         _check_hashable(choice)
         if self.options and choice not in self.options:
@@ -351,8 +365,9 @@ class VotingSession:
                 f"{member!r} voted {choice!r}, not one of the options {list(self.options)}"
             )
         self.ballots[member] = choice
+        self._settled(member)
         self._votes += 1
-        self._support[choice] = self._support.get(choice, Fraction(0)) + self.weights[member]
+        self._support[choice] = self._support.get(choice, 0) + self.weights[member]
         self._count[choice] = self._count.get(choice, 0) + 1
         if choice not in self._first:
             self._first[choice] = self._arrivals
@@ -367,6 +382,7 @@ class VotingSession:
         if voter not in self.weights:
             raise NotAParticipant(str(voter), self.session_id)
         self.ballots[voter] = ABSTAIN
+        self._settled(voter)
         return self._settle()
 
     def close(self) -> VotingResult:
@@ -378,9 +394,9 @@ class VotingSession:
 
     # -- counting ------------------------------------------------------------------------
 
-    def _meets(self, option: Hashable, support: Fraction, count: int) -> bool:
+    def _meets(self, option: Hashable, support: int, count: int) -> bool:
         return (
-            support >= self.q * self.total
+            support * self._q_den >= self._q_num * self.total
             and 2 * support > self.total
             and count >= self.min_support_ballots
         )
@@ -391,9 +407,12 @@ class VotingSession:
                 return option
         return None
 
-    def _remaining(self) -> tuple[int, Fraction]:
-        pending = [m for m in self.members if m not in self.ballots]
-        return len(pending), sum((self.weights[m] for m in pending), Fraction(0))
+    def _remaining(self) -> tuple[int, int]:
+        return self._pending, self._pending_weight
+
+    def _settled(self, member: AgentId) -> None:
+        self._pending -= 1
+        self._pending_weight -= self.weights[member]
 
     def _final_status(self) -> str:
         if self._votes < self.quorum:
@@ -418,7 +437,7 @@ class VotingSession:
             return DECIDED if quorum_met else None
         candidates = list(self._support.items())
         if not self.options or len(self._support) < len(self.options):
-            candidates.append((_UNSEEN, Fraction(0)))
+            candidates.append((_UNSEEN, 0))
         possible = any(
             self._meets(option, support + weight, self._count.get(option, 0) + pending)
             for option, support in candidates
@@ -444,7 +463,7 @@ class VotingSession:
         return VotingResult(
             status=status,
             choice=self._winner() if status == DECIDED else None,
-            tally=tuple((o, float(self._support[o])) for o in order),
+            tally=tuple((o, self._support[o] / self.scale) for o in order),
             ballots=self._votes,
             abstentions=sum(1 for b in self.ballots.values() if b is ABSTAIN),
             pending=pending,
