@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -154,10 +155,12 @@ async def test_cooperative_yields_within_its_slice():
         steps = itertools.takewhile(lambda _: time.perf_counter() < end, itertools.count())
         await soc.cooperative(steps, lambda _: spin(0.001), max_slice=0.005)
         done = True
-    # 0.3 s of work in slices of ~5 ms: the other task ran many times, never
-    # waiting much longer than one slice plus one step (loose bound for a busy CI)
+    # 0.3 s of work in slices of ~5 ms: the other task ran many times, typically
+    # after one slice plus one step. (The median, not the maximum: on a loaded
+    # machine the OS may pause the whole process now and then; the acceptance test
+    # below bounds the worst case.)
     assert len(gaps) >= 20
-    assert max(gaps) < 0.1
+    assert statistics.median(gaps) < 0.02
 
 
 # -- the acceptance check ----------------------------------------------------------------
