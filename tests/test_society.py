@@ -1107,3 +1107,43 @@ async def test_a_raising_terminate_is_logged_and_the_restart_goes_on(autojump_cl
         assert s.members()[0] != old
     assert Careful.terminated[0] == ft.NORMAL
     assert "terminate() of society worker" in caplog.text
+
+
+async def test_more_bad_input_is_named(autojump_clock):
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", echo, count=2))
+        with pytest.raises(TypeError, match="pool must be a pool name"):
+            await s.submit(1, pool=3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="name must be a str"):
+            soc.lookup(3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="name must be a non-empty str"):
+            await soc.start(soc.pool("p", echo, count=1), name="")
+        outsider = ft.spawn(trio.sleep_forever)
+        with pytest.raises(soc.NotAMember, match="not a running worker"):
+            await s.send_neighbours(outsider, "hi")
+        hashed = await soc.start(soc.pool("h", echo, count=1, routing="hash"))
+        with pytest.raises(ValueError, match="pass key="):
+            hashed.cast_nowait(1)
+        with pytest.raises(TypeError, match="key must be a str, bytes or int"):
+            await hashed.cast(1, key=1.5)
+
+
+class Touchy(soc.Worker):
+    async def handle_job(self, job):
+        return job
+
+    async def handle_message(self, message):
+        raise RuntimeError(f"cannot handle {message!r}")
+
+
+async def test_a_raising_handle_message_crashes_and_restarts_the_worker(autojump_clock):
+    async with ft.open_node("t"):
+        s = await soc.start(soc.pool("p", Touchy, count=1))
+        old = s.members()[0]
+        await s.cast("queued")
+        await ft.send(old, "poison")
+        await trio.sleep(0.1)
+        assert s.members()[0] != old
+        health = s.health().pools[0]
+        assert (health.restarts, health.failed) == (1, 0)
+        assert await s.submit("after") == "after"
