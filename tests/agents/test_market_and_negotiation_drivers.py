@@ -403,3 +403,24 @@ async def test_negotiation_emits_the_exact_event_sequence(autojump_clock):
                 {**meta, "agreement": 1},
             ),
         ]
+
+
+async def test_continuous_market_emits_the_exact_event_sequence(autojump_clock):
+    async with ft.open_node("t"):
+        ids = await start(Trader, s=([[("sell", 2, 5.0)]],), b=([[("buy", 3, 6.0)]], 0.1))
+        with recorded() as events:
+            await continuous_double_auction(ids, rounds=1, round_timeout=0.5, market_id="c1")
+        meta = {"market_id": "c1", "kind": "continuous"}
+        assert events == [
+            ("agents.market.started", {"participants": 2}, meta),
+            (
+                "agents.market.trade",
+                {"price": 5.0, "quantity": 2},
+                {**meta, "buyer": "b", "seller": "s"},
+            ),
+            (
+                "agents.market.cleared",
+                {"volume": 2, "trades": 1, "duration": pytest.approx(0.1)},
+                meta,
+            ),
+        ]
