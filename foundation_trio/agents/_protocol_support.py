@@ -10,7 +10,8 @@ import trio
 
 from ..runtime.node import current_node
 from ..services import telemetry
-from .rounds import RoundResult
+from .messages import Refusal
+from .rounds import Late, RoundResult
 
 _ids = itertools.count(1)
 
@@ -74,3 +75,16 @@ def by_outcome(round_result: RoundResult) -> dict[str, list[str]]:
     for outcome in round_result.outcomes:
         found.setdefault(type(outcome).__name__, []).append(outcome.participant)
     return found
+
+
+def late_answers(round_result: RoundResult) -> list[Late]:
+    """The round's late answers that are not refusals, by receipt time then id.
+
+    A late refusal offers nothing, so the drivers do not record it as a late bid.
+    """
+    found = [
+        o
+        for o in round_result.outcomes
+        if isinstance(o, Late) and not isinstance(o.value, Refusal)
+    ]
+    return sorted(found, key=lambda o: (o.received_at, o.participant))

@@ -72,10 +72,11 @@ from ._protocol_support import (
     count_win,
     deadline_in,
     emit,
+    late_answers,
     new_id,
 )
 from .messages import Question
-from .rounds import Late, Responded, RoundResult, run_round
+from .rounds import Responded, RoundResult, run_round
 
 __all__ = [
     "AuctionReport",
@@ -299,11 +300,9 @@ async def sealed_bid_auction(
                 answer.participant, answer.value, seq=answer.seq, now=answer.received_at
             ),
         )
-    late = [o for o in bidding.outcomes if isinstance(o, Late)]
-    for extra, late_answer in enumerate(
-        sorted(late, key=lambda o: (o.received_at, o.participant))
-    ):
-        seq = len(bidding.responses()) + extra
+    counted = len(bidding.responses())
+    for extra, late_answer in enumerate(late_answers(bidding)):
+        seq = counted + extra
         emit_bid(
             auction_id,
             kind,
@@ -504,12 +503,9 @@ async def combinatorial_auction(
     answers: list[tuple[str, Any, int, float]] = [
         (o.participant, o.value, o.seq, o.received_at) for o in bidding.responses()
     ]
-    late = sorted(
-        (o for o in bidding.outcomes if isinstance(o, Late)),
-        key=lambda o: (o.received_at, o.participant),
-    )
     answers += [
-        (o.participant, o.value, len(answers) + i, o.received_at) for i, o in enumerate(late)
+        (o.participant, o.value, len(answers) + i, o.received_at)
+        for i, o in enumerate(late_answers(bidding))
     ]
     for agent, value, seq, at in answers:
         taken = auction.submit(agent, value, seq=seq, now=at)

@@ -76,7 +76,7 @@ from ..protocols.negotiation import (
     Response,
 )
 from ._protocol_support import check_id, check_timeout, count_win, deadline_in, emit, new_id
-from .messages import Question
+from .messages import Question, Refusal
 from .rounds import Crashed, Late, Refused, Responded, RoundResult, run_round
 
 __all__ = [
@@ -322,7 +322,9 @@ async def contract_net(
                 {},
                 _meta(cfp_id, agent=agent, reason=f"refuse: {outcome.reason}"),
             )
-        elif isinstance(outcome, Responded | Late):
+        elif isinstance(outcome, Responded) or (
+            isinstance(outcome, Late) and not isinstance(outcome.value, Refusal)
+        ):
             value = outcome.value
             if isinstance(value, NotUnderstood):
                 net.not_understood(agent)

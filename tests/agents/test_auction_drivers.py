@@ -447,3 +447,11 @@ async def test_same_seed_same_result_when_tied_bids_arrive_together(autojump_clo
         assert firsts == again
         assert {w for w, _ in firsts.values()} == {"a", "b", "c"}
         assert {p for _, p in firsts.values()} == {5.0}
+
+
+async def test_a_late_refusal_is_not_recorded_as_a_late_bid(autojump_clock):
+    async with ft.open_node("t"):
+        ids = await bidders(a=(10.0,), no=(1.0, "refuse", 1.5))
+        report = await sealed_bid_auction(ids, timeout=1.0, late_grace=1.0)
+        assert report.result.rejected == ()
+        assert report.participants_by_outcome() == {"Responded": ["a"], "Late": ["no"]}

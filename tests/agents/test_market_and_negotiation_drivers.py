@@ -424,3 +424,12 @@ async def test_continuous_market_emits_the_exact_event_sequence(autojump_clock):
                 meta,
             ),
         ]
+
+
+async def test_a_late_refusal_gets_no_reject_proposal(autojump_clock):
+    async with ft.open_node("t"):
+        ids = await start(Contractor, a=(1.0,), no=(1.0, "refuse", 1.5))
+        report = await contract_net(ids, "x", timeout=1.0, late_grace=1.0)
+        assert report.contractor == "a"
+        assert report.result.late == ()
+        assert HEARD == {"a": ["accept"]}
