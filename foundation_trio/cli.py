@@ -2,8 +2,8 @@
 
 ``foundation-trio demo`` runs a short local demo that explains itself as it goes:
 it opens a node, starts a small supervision tree, makes calls and casts, crashes a
-child on purpose, shows the supervisor restarting it, prints the tree and shuts
-the node down. It needs no network and finishes in well under a second.
+child on purpose, shows the supervisor restarting it, prints the tree, runs a short
+auction among three agents and shuts the node down. It needs no network and finishes in well under a second.
 """
 
 from __future__ import annotations
@@ -85,6 +85,18 @@ async def echo() -> None:
                 await ft.send(sender, ("pong", me))
             case _:
                 pass
+
+
+class Bidder(ft.agents.Agent):
+    """A demo agent that bids its value for the item in a sealed-bid auction."""
+
+    value: float
+
+    async def setup(self, value: float) -> None:
+        self.value = value
+
+    async def bid(self, request: ft.agents.BidRequest) -> float:
+        return self.value
 
 
 # -- showing the tree ------------------------------------------------------------------
@@ -260,7 +272,18 @@ async def demo() -> None:
                 _say(f"    {line}")
         _say()
 
-        _say("[8] leaving the block stops everything: children before parents,")
+        _say("[8] a sealed-bid second-price (Vickrey) auction among three agents:")
+        for agent_id, value in [("ann", 10.0), ("bob", 7.0), ("cy", 3.0)]:
+            await ft.agents.register_agent(ft.agents.AgentSpec(agent_id, Bidder, args=(value,)))
+            await ft.agents.start_agent(agent_id)
+        _say("    ann values the item at 10, bob at 7, cy at 3; each bids its value")
+        report = await ft.agents.sealed_bid_auction(["ann", "bob", "cy"], reserve=5.0, timeout=1.0)
+        rejected = ", ".join(f"{r.agent} ({r.reason})" for r in report.result.rejected)
+        _say(f"    sealed_bid_auction(reserve=5.0) -> {report.status.value} to {report.winner}")
+        _say(f"    at {report.price}: the second-highest bid, not ann's own; rejected: {rejected}")
+        _say()
+
+        _say("[9] leaving the block stops everything: children before parents,")
         _say("    each supervisor's children in reverse start order; terminate() runs:")
     _say(f"    node stopped; every task has ended ({time.perf_counter() - started:.2f} s in all)")
 

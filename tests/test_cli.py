@@ -28,6 +28,8 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]):
     # The event query: the two adds, newest first, and their correlation chain.
     assert "-> {'n': 3, 'total': 5}, {'n': 2, 'total': 2}" in out
     assert 'correlation_chain("demo-session") -> 2 events' in out
+    assert "sealed_bid_auction(reserve=5.0) -> sold to ann" in out
+    assert "at 7.0: the second-highest bid, not ann's own; rejected: cy (below_reserve)" in out
     # The tree, indented, with pids, nested supervisor included.
     assert re.search(r"^ {4}node 'demo': root <demo\.1>", out, re.MULTILINE)
     assert re.search(r"^ {8}app <demo\.\d+>", out, re.MULTILINE)
