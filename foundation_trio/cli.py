@@ -3,7 +3,8 @@
 ``foundation-trio demo`` runs a short local demo that explains itself as it goes:
 it opens a node, starts a small supervision tree, makes calls and casts, crashes a
 child on purpose, shows the supervisor restarting it, prints the tree, runs a short
-auction among three agents and shuts the node down. It needs no network and finishes in well under a second.
+auction among three agents and shuts the node down. It needs no network and
+finishes in well under a second.
 """
 
 from __future__ import annotations
