@@ -8,6 +8,8 @@ import math
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import foundation_trio as ft
@@ -464,3 +466,43 @@ async def test_lifecycle_hook_goes_when_the_last_listener_detaches():
         assert len(node.lifecycle_hooks) == len(before) + 1
         ft.telemetry.detach("b")
         assert node.lifecycle_hooks == before
+
+
+# -- properties ------------------------------------------------------------------------------
+
+bounds_strategy = st.lists(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), min_size=1, max_size=8, unique=True
+).map(sorted)
+values_strategy = st.lists(st.floats(allow_nan=False, min_value=-1e7, max_value=1e7), max_size=40)
+label_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(bounds=bounds_strategy, values=values_strategy, label=label_text)
+def test_histogram_buckets_and_exposition_match_a_direct_count(bounds, values, label):
+    """For any bounds, values and label value: each cumulative bucket counts the values
+    <= its bound, and the exposition parses back (official parser) to the same figures."""
+
+    async def scenario():
+        async with ft.open_node("prop"):
+            ft.telemetry.histogram("h", "property", buckets=bounds, labels=["l"])
+            for value in values:
+                ft.telemetry.observe("h", value, {"l": label})
+            return ft.telemetry.metrics()["h"], ft.telemetry.prometheus_text()
+
+    metric, text = trio.run(scenario)
+    if not values:
+        assert metric.samples == ()
+        return
+    [sample] = metric.samples
+    expected = [(b, sum(1 for v in values if v <= b)) for b in bounds] + [(math.inf, len(values))]
+    assert list(sample.buckets) == expected
+    assert sample.count == len(values)
+    assert sample.sum == pytest.approx(math.fsum(values), rel=1e-9, abs=1e-6)
+
+    [family] = list(text_string_to_metric_families(text))
+    buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name == "h_bucket"]
+    assert buckets == [(b, float(c)) for b, c in expected]
+    assert all(s.labels["l"] == label for s in family.samples)
+    [count] = [s.value for s in family.samples if s.name == "h_count"]
+    assert count == len(values)
