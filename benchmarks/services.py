@@ -49,7 +49,10 @@ Sections:
     reset). ``spawn`` / ``spawn_observed``: ``ft.spawn`` of trivial processes,
     with nothing listening to the runtime's lifecycle events and with a no-op
     handler on ``runtime.process.start`` and ``runtime.process.exit`` (which
-    installs the lifecycle hook). Operations per second and ratios.
+    installs the lifecycle hook). Each pair runs A-B-B-A in the round and each
+    figure is the mean of its two runs. Operations per second and ratios.
+    ``context_read_ns``: one read of the context variable, as every call and cast
+    does; ``context_read_share_of_call`` relates it to the duration of a call.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ import trio
 from _util import collect_garbage, environment, progress, summary
 
 import foundation_trio as ft
+from foundation_trio.runtime.context import request_context
 
 perf_counter = time.perf_counter
 
@@ -236,18 +240,46 @@ async def _spawn_rate(n: int) -> float:
     return await batch(n)
 
 
+def _context_read_ns(n: int) -> float:
+    """Nanoseconds per read of the request context, as each call and cast does it:
+    the median of 9 timed loops (one loop is short enough for a preemption on a
+    busy machine to dominate it)."""
+    read = request_context.get
+    for _ in range(max(1000, n // 10)):
+        read()
+    collect_garbage()
+    runs = []
+    for _ in range(9):
+        started = perf_counter()
+        for _ in range(n):
+            read()
+        runs.append((perf_counter() - started) * 1e9 / n)
+    return statistics.median(runs)
+
+
 async def _context_round(sizes: Sizes) -> Figures:
+    # Subject and baseline in A-B-B-A order, each figure the mean of its two runs:
+    # whichever runs second in a process tends to run faster (warmer caches, heap).
     figures: Figures = {}
     async with ft.open_node("bench"):
         server = await ft.start_server(_Echo)
-        figures["call"] = await _call_rate(server, sizes.calls)
+        figures["context_read_ns"] = _context_read_ns(sizes.executes)
+        plain = [await _call_rate(server, sizes.calls)]
         with ft.context.bind(request_id="bench-1"):
-            figures["call_bound"] = await _call_rate(server, sizes.calls)
-        figures["spawn"] = await _spawn_rate(sizes.spawns)
-        ft.telemetry.attach(
-            "observer", [ft.telemetry.PROCESS_START, ft.telemetry.PROCESS_EXIT], _noop
-        )
-        figures["spawn_observed"] = await _spawn_rate(sizes.spawns)
+            bound = [await _call_rate(server, sizes.calls)]
+            bound.append(await _call_rate(server, sizes.calls))
+        plain.append(await _call_rate(server, sizes.calls))
+        figures["call"] = statistics.mean(plain)
+        figures["call_bound"] = statistics.mean(bound)
+
+        events = [ft.telemetry.PROCESS_START, ft.telemetry.PROCESS_EXIT]
+        unobserved = [await _spawn_rate(sizes.spawns)]
+        ft.telemetry.attach("observer", events, _noop)
+        observed = [await _spawn_rate(sizes.spawns), await _spawn_rate(sizes.spawns)]
+        ft.telemetry.detach("observer")
+        unobserved.append(await _spawn_rate(sizes.spawns))
+        figures["spawn"] = statistics.mean(unobserved)
+        figures["spawn_observed"] = statistics.mean(observed)
     return figures
 
 
@@ -255,20 +287,27 @@ def context_section(sizes: Sizes) -> dict[str, Any]:
     rounds = []
     for i in range(sizes.rounds):
         rounds.append(trio.run(_context_round, sizes))
-        shown = ", ".join(f"{k}={v:,.0f}" for k, v in rounds[-1].items())
+        shown = ", ".join(f"{k}={v:,.1f}" for k, v in rounds[-1].items())
         progress(f"context round {i + 1}/{sizes.rounds}: per s {shown}")
     return {
         "unit": "operations per second",
         "calls_per_run": sizes.calls,
         "spawns_per_run": sizes.spawns,
         "results": _figures(rounds),
-        "ratios": _ratios(
-            rounds,
-            {
-                "call_bound_vs_call": ("call_bound", "call"),
-                "spawn_observed_vs_spawn": ("spawn_observed", "spawn"),
-            },
-        ),
+        "ratios": {
+            **_ratios(
+                rounds,
+                {
+                    "call_bound_vs_call": ("call_bound", "call"),
+                    "spawn_observed_vs_spawn": ("spawn_observed", "spawn"),
+                },
+            ),
+            # What carrying the context adds to an unbound call: one read, as a
+            # share of the call's own duration (1 / rate), measured in the same round.
+            "context_read_share_of_call": summary(
+                [r["context_read_ns"] * r["call"] / 1e9 for r in rounds], digits=4
+            ),
+        },
     }
 
 

@@ -506,3 +506,21 @@ def test_histogram_buckets_and_exposition_match_a_direct_count(bounds, values, l
     assert all(s.labels["l"] == label for s in family.samples)
     [count] = [s.value for s in family.samples if s.name == "h_count"]
     assert count == len(values)
+
+
+async def test_a_label_value_whose_str_raises_is_contained(caplog):
+    class Nasty:
+        def __str__(self):
+            raise RuntimeError("no str for you")
+
+    got: list = []
+    async with ft.open_node("t"):
+        ft.telemetry.counter("c_total", event="a.b", labels=["who"])
+        ft.telemetry.attach("r", "a.b", recorder(got))
+        with caplog.at_level(logging.ERROR, logger="foundation_trio.telemetry"):
+            ft.telemetry.execute("a.b", {}, {"who": Nasty()})
+        ft.telemetry.execute("a.b", {}, {"who": "ok"})
+        samples = ft.telemetry.metrics()["c_total"].samples
+    assert len(got) == 2  # the handler still got both
+    assert samples == (Sample({"who": "ok"}, 1.0),)
+    assert any("could not record" in r.getMessage() for r in caplog.records)

@@ -50,6 +50,9 @@ DEFAULT_CALL_TIMEOUT: Final = 5.0
 INFINITY: Final = math.inf
 """No time limit: as a call timeout, or as a child's shutdown time."""
 
+_current_context = request_context.get
+"""The caller's request context, carried by each call and cast (bound once: hot path)."""
+
 BATCH_SIZE: Final = 64
 """Messages a server handles back to back before it yields to other tasks."""
 
@@ -184,7 +187,7 @@ async def call(
         if not server.alive:
             raise NoProcess(target)
     slot = Caller(server, caller.pid, current_task())
-    mailbox.put(_Call(request, slot, request_context.get()))
+    mailbox.put(_Call(request, slot, _current_context()))
     open_calls = server.open_calls
     if open_calls is None:
         open_calls = server.open_calls = set()
@@ -206,7 +209,7 @@ async def cast(target: Target, request: object) -> None:
     node = sender.node
     server = node.lookup(target, name_must_exist=False)
     if server is not None:
-        await deliver(server, _Cast(request, request_context.get()))
+        await deliver(server, _Cast(request, _current_context()))
     elif node.remote is not None:
         where = split_remote(node.name, target)
         if where is not None:

@@ -37,7 +37,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 import trio
@@ -596,10 +596,22 @@ class Telemetry:
         measurements: Measurements,
         metadata: Metadata | None,
     ) -> None:
-        measured = _checked_measurements(measurements)
-        delivered = _with_context(metadata)
+        self.deliver(
+            route, event_name, _checked_measurements(measurements), _with_context(metadata)
+        )
+
+    def deliver(
+        self, route: _Route, event_name: str, measured: Measurements, delivered: Metadata
+    ) -> None:
+        """Run ``route`` with measurements and metadata already checked and read-only
+        (the metadata with its ``"context"``)."""
         for metric in route.metrics:
-            metric.record_event(measured, delivered)
+            try:
+                metric.record_event(measured, delivered)
+            except Exception:
+                # Only a label value whose str() raises can get here; the emitter
+                # must not see it.
+                logger.exception("metric %r could not record event %r", metric.name, event_name)
         for attached in route.handlers:
             try:
                 result: object = attached.handler(event_name, measured, delivered)
@@ -634,72 +646,82 @@ class Telemetry:
             )
 
     def on_lifecycle(self, event: LifecycleEvent) -> None:
-        """The node's lifecycle hook: convert the event if something listens to it."""
-        match event:
-            case ProcessStarted(pid=pid, parent=parent):
-                route = self.routes.get(PROCESS_START)
-                if route is not None:
-                    self.dispatch(route, PROCESS_START, {}, {"pid": pid, "parent": parent})
-            case ProcessExited(pid=pid, reason=reason):
-                route = self.routes.get(PROCESS_EXIT)
-                if route is not None:
-                    self.dispatch(
-                        route,
-                        PROCESS_EXIT,
-                        {},
-                        {"pid": pid, "reason": reason, "kind": exit_kind(reason)},
-                    )
-            case ChildStarted(supervisor=supervisor, child_id=child_id, pid=pid):
-                route = self.routes.get(CHILD_START)
-                if route is not None:
-                    self.dispatch(
-                        route,
-                        CHILD_START,
-                        {},
-                        {"supervisor": supervisor, "child_id": child_id, "pid": pid},
-                    )
-            case ChildExited(supervisor=supervisor, child_id=child_id, pid=pid, reason=reason):
-                route = self.routes.get(CHILD_EXIT)
-                if route is not None:
-                    self.dispatch(
-                        route,
-                        CHILD_EXIT,
-                        {},
-                        {
-                            "supervisor": supervisor,
-                            "child_id": child_id,
-                            "pid": pid,
-                            "reason": reason,
-                            "kind": exit_kind(reason),
-                        },
-                    )
-            case ChildRestarted(
-                supervisor=supervisor, child_id=child_id, pid=pid, strategy=strategy
-            ):
-                route = self.routes.get(CHILD_RESTART)
-                if route is not None:
-                    self.dispatch(
-                        route,
-                        CHILD_RESTART,
-                        {},
-                        {
-                            "supervisor": supervisor,
-                            "child_id": child_id,
-                            "pid": pid,
-                            "strategy": strategy,
-                        },
-                    )
-            case SupervisorGaveUp(
-                supervisor=supervisor, max_restarts=max_restarts, max_seconds=max_seconds
-            ):
-                route = self.routes.get(SUPERVISOR_GIVE_UP)
-                if route is not None:
-                    self.dispatch(
-                        route,
-                        SUPERVISOR_GIVE_UP,
-                        {"max_restarts": max_restarts, "max_seconds": max_seconds},
-                        {"supervisor": supervisor},
-                    )
+        """The node's lifecycle hook: convert the event if something listens to it.
+
+        The node calls it for every lifecycle event while it is installed, so it
+        builds the telemetry event only for a name with a route, and skips the
+        checks of :meth:`dispatch` (it makes valid, read-only data itself).
+        """
+        found = _CONVERTERS.get(type(event))
+        if found is None:
+            return
+        name, convert = found
+        route = self.routes.get(name)
+        if route is not None:
+            measurements, metadata = convert(event)
+            metadata["context"] = request_context.get()
+            self.deliver(route, name, measurements, MappingProxyType(metadata))
+
+
+_NO_MEASUREMENTS: Final[Measurements] = MappingProxyType({})
+
+_Converted: TypeAlias = tuple[Measurements, dict[str, object]]
+
+
+def _process_started(event: ProcessStarted) -> _Converted:
+    return _NO_MEASUREMENTS, {"pid": event.pid, "parent": event.parent}
+
+
+def _process_exited(event: ProcessExited) -> _Converted:
+    metadata: dict[str, object] = {
+        "pid": event.pid,
+        "reason": event.reason,
+        "kind": exit_kind(event.reason),
+    }
+    return _NO_MEASUREMENTS, metadata
+
+
+def _child_started(event: ChildStarted) -> _Converted:
+    metadata = {"supervisor": event.supervisor, "child_id": event.child_id, "pid": event.pid}
+    return _NO_MEASUREMENTS, metadata
+
+
+def _child_exited(event: ChildExited) -> _Converted:
+    metadata: dict[str, object] = {
+        "supervisor": event.supervisor,
+        "child_id": event.child_id,
+        "pid": event.pid,
+        "reason": event.reason,
+        "kind": exit_kind(event.reason),
+    }
+    return _NO_MEASUREMENTS, metadata
+
+
+def _child_restarted(event: ChildRestarted) -> _Converted:
+    metadata = {
+        "supervisor": event.supervisor,
+        "child_id": event.child_id,
+        "pid": event.pid,
+        "strategy": event.strategy,
+    }
+    return _NO_MEASUREMENTS, metadata
+
+
+def _supervisor_gave_up(event: SupervisorGaveUp) -> _Converted:
+    measurements = MappingProxyType(
+        {"max_restarts": event.max_restarts, "max_seconds": event.max_seconds}
+    )
+    return measurements, {"supervisor": event.supervisor}
+
+
+_CONVERTERS: Final[dict[type[Any], tuple[str, Callable[[Any], _Converted]]]] = {
+    ProcessStarted: (PROCESS_START, _process_started),
+    ProcessExited: (PROCESS_EXIT, _process_exited),
+    ChildStarted: (CHILD_START, _child_started),
+    ChildExited: (CHILD_EXIT, _child_exited),
+    ChildRestarted: (CHILD_RESTART, _child_restarted),
+    SupervisorGaveUp: (SUPERVISOR_GIVE_UP, _supervisor_gave_up),
+}
 
 
 def exit_kind(reason: ExitReason | None) -> str:
