@@ -60,6 +60,13 @@ def test_pool_rejects_bad_input():
         soc.pool("p", lambda job: job, count=1)
     with pytest.raises(TypeError, match="worker"):
         soc.pool("p", dict, count=1)
+
+    class SyncJob(soc.Worker):
+        def handle_job(self, job):  # type: ignore[override]
+            return job
+
+    with pytest.raises(TypeError, match=r"SyncJob.handle_job must be an async method"):
+        soc.pool("p", SyncJob, count=1)
     with pytest.raises(ft.ConfigError, match="unknown option 'size'"):
         soc.pool("p", echo, size=1)
     with pytest.raises(ft.ConfigError, match="count: expected int"):

@@ -175,6 +175,12 @@ def pool(name: str, worker: WorkerFactory, *args: Any, **options: Any) -> PoolSp
                 f"pool({name!r}): worker must be a Worker subclass or an async function, "
                 f"got class {worker.__qualname__}"
             )
+        for method in ("init", "handle_job", "handle_message", "terminate"):
+            if not inspect.iscoroutinefunction(getattr(worker, method)):
+                raise TypeError(
+                    f"pool({name!r}): {worker.__qualname__}.{method} must be an async "
+                    "method (async def)"
+                )
     elif not inspect.iscoroutinefunction(worker) and not inspect.iscoroutinefunction(
         getattr(worker, "__call__", None)  # noqa: B004 - async callable objects qualify
     ):
