@@ -120,6 +120,23 @@ async def test_new_event_refuses_deep_nesting_and_bad_arguments():
             events.new_event("t", 1, timestamp="now")  # type: ignore[arg-type]
 
 
+def test_an_event_built_directly_is_checked_too():
+    assert Event("i", "t", (1, 2), 5).data == [1, 2]
+    assert Event("i", "t", None, 5).timestamp == 5.0
+    with pytest.raises(InvalidEventData, match=r"data\[0\] is set"):
+        Event("i", "t", [{1}], 1.0)
+    with pytest.raises(InvalidEventData, match=r"Event\.context must map str to"):
+        Event("i", "t", None, 1.0, context={"k": [1]})
+    with pytest.raises(TypeError, match=r"Event\.context must be a mapping"):
+        Event("i", "t", None, 1.0, context=[("k", 1)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Event\.id must be a non-empty str"):
+        Event("", "t", None, 1.0)
+    with pytest.raises(TypeError, match=r"Event\.timestamp must be seconds"):
+        Event("i", "t", None, math.nan)
+    with pytest.raises(TypeError, match=r"Event\.parent_id must be a non-empty str or None"):
+        Event("i", "t", None, 1.0, parent_id=3)  # type: ignore[arg-type]
+
+
 # -- storing and querying, on both stores -------------------------------------------------
 
 

@@ -81,25 +81,65 @@ class EventStoreClosed(FoundationError):
     """The store was closed (its node is stopping)."""
 
 
+def _event_data(value: object) -> Any:
+    return plain_data(value)
+
+
+def _event_time(value: object) -> float:
+    checked = _check_time(value, "Event.timestamp")
+    if checked is None:
+        raise TypeError("Event.timestamp must be seconds since the epoch, got None")
+    return checked
+
+
+def _event_context(value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"Event.context must be a mapping, got {value!r}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str | int | float | bool | None):
+            raise InvalidEventData(
+                f"Event.context must map str to str, int, float, bool or None; "
+                f"got {key!r}: {item!r}"
+            )
+    return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
+
+
+def _event_type(_: object, __: attrs.Attribute[Any], value: object) -> None:
+    _check_type(value, "Event")
+
+
+def _event_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"Event.{attribute.name} must be a non-empty str, got {value!r}")
+
+
+def _event_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_optional_id(value, f"Event.{attribute.name}")
+
+
 @attrs.frozen
 class Event:
-    """Something that happened, as stored.
+    """Something that happened, as stored. Make one with :func:`new_event`.
 
     ``timestamp`` is wall-clock time (seconds since the Unix epoch, from
     ``time.time()`` unless given), so that stored events from different runs and
-    nodes line up; it is not the monotonic trio clock. ``data`` is a copy made by
-    :func:`new_event`, containing only None, bool, int, float, str, list and dict
-    with str keys (tuples become lists). ``context`` is the request context that
-    was bound when the event was created.
+    nodes line up; it is not the monotonic trio clock. ``data`` is a copy of what
+    was given, containing only None, bool, int, float, str, list and dict with
+    str keys (tuples become lists); anything else raises
+    :class:`InvalidEventData`. ``context`` is the request context that was bound
+    when the event was made. Every field is checked on construction, so an
+    ``Event`` built directly is as valid as one from :func:`new_event`.
     """
 
-    id: str
-    type: str
-    data: Any
-    timestamp: float
-    correlation_id: str | None = None
-    parent_id: str | None = None
-    context: Mapping[str, Any] = attrs.field(factory=dict)
+    id: str = attrs.field(validator=_event_id)
+    type: str = attrs.field(validator=_event_type)
+    data: Any = attrs.field(converter=_event_data)
+    timestamp: float = attrs.field(converter=_event_time)
+    correlation_id: str | None = attrs.field(default=None, validator=_event_optional_id)
+    parent_id: str | None = attrs.field(default=None, validator=_event_optional_id)
+    context: Mapping[str, Any] = attrs.field(
+        factory=lambda: MappingProxyType({}), converter=_event_context
+    )
 
 
 @attrs.frozen
@@ -549,7 +589,7 @@ def _from_row(row: tuple[Any, ...]) -> Event:
         timestamp,
         correlation_id,
         parent_id,
-        MappingProxyType(json.loads(bound)),
+        json.loads(bound),
     )
 
 
@@ -718,13 +758,11 @@ def new_event(
     service = _service("events.new_event()")
     return Event(
         id=uuid.uuid4().hex,
-        type=_check_type(type, "events.new_event()"),
-        data=plain_data(data),
-        timestamp=service.clock()
-        if timestamp is None
-        else _check_time(timestamp, "events.new_event(): timestamp"),  # type: ignore[arg-type]
-        correlation_id=_check_optional_id(correlation_id, "events.new_event(): correlation_id"),
-        parent_id=_check_optional_id(parent_id, "events.new_event(): parent_id"),
+        type=type,
+        data=data,
+        timestamp=service.clock() if timestamp is None else timestamp,
+        correlation_id=correlation_id,
+        parent_id=parent_id,
         context=context.current(),
     )
 
