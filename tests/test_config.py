@@ -12,6 +12,8 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import foundation_trio as ft
 from foundation_trio.runtime.node import open_node
@@ -482,3 +484,66 @@ async def test_outside_a_node_and_without_the_service():
             config.get("events.store")
         with pytest.raises(LookupError, match="the config service"):
             await config.update("events.max_age", 1.0)
+
+
+# -- random sequences against a model ------------------------------------------------------------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("update"), st.just("app.greeting"), st.sampled_from(["a", "b", "c"])),
+        st.tuples(st.just("update"), st.just("app.timeout"), st.sampled_from([1.0, 2.0, 5.0])),
+        st.tuples(st.just("update"), st.just("app.limits.burst"), st.integers(1, 3)),
+        st.tuples(st.just("reset"), st.none(), st.none()),
+        st.tuples(st.just("restart"), st.none(), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(ops=OPS)
+def test_updates_resets_and_restarts_against_a_model(tmp_path_factory, ops):
+    """Any sequence of updates, resets and restarts (with persistence) leaves
+    the tree as a dict model says, and each change published matches the model."""
+    persist = tmp_path_factory.mktemp("state") / "state.json"
+    base = {"app.greeting": "hello", "app.timeout": 5.0, "app.limits.burst": 10}
+    source = ConfigSource(schema=App, persist=persist)
+
+    async def run() -> None:
+        model = dict(base)
+        seen: list[ConfigChange] = []
+        expected: list[ConfigChange] = []
+        remaining = list(ops)
+        while True:
+            async with node(source):
+                changes = config.subscribe(buffer=100)
+                assert {path: config.get(path) for path in model} == model
+                while remaining:
+                    op, path, value = remaining.pop(0)
+                    if op == "restart":
+                        break
+                    if op == "update":
+                        assert path is not None
+                        if model[path] != value:
+                            expected.append(ConfigChange(path, model[path], value))
+                        model[path] = value
+                        await config.update(path, value)
+                    else:
+                        for p, v in model.items():
+                            if v != base[p]:
+                                expected.append(ConfigChange(p, v, base[p]))
+                        await config.reset()
+                        model = dict(base)
+                    assert {p: config.get(p) for p in model} == model
+                while True:
+                    try:
+                        got = changes.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    assert isinstance(got, ConfigChange)
+                    seen.append(got)
+            if not remaining:
+                break
+        assert sorted(seen, key=repr) == sorted(expected, key=repr)
+
+    trio.run(run)
