@@ -33,7 +33,7 @@ def cluster_boot(options: Cluster | str) -> BootStep:
         raise TypeError(f"open_node(cluster=...) takes a foundation_trio.Cluster, got {options!r}")
 
     async def boot(node: Node) -> None:
-        service = ClusterService(node)
+        service = ClusterService(node, max_message_size=options.max_message_size)
         node.set_extension(ClusterService, service)
 
         async def run_links(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -80,6 +80,19 @@ NODE_DOWN_EVENT: Final = "cluster.node.down"
 """Telemetry event when a peer is seen going down. Metadata: ``node``, ``peer``,
 ``reason``."""
 
+BULK_PIECE: Final = 60 * 1024
+"""Bytes per piece of a streamed ``bytes`` message: with its envelope, a piece stays
+within the links' 64 KiB chunk, so the links pass it on without cutting it again."""
+
+PIECES_PER_YIELD: Final = 16
+"""A streaming sender yields to other tasks after this many pieces (about 1 MB)."""
+
+THREAD_JOIN_SIZE: Final = 1024 * 1024
+"""Streamed messages of at least this many bytes are joined in a worker thread."""
+
+MAX_STREAMS: Final = 16
+"""Streamed messages one peer may have in progress at once."""
+
 LEAVE_TIMEOUT: Final = 1.0
 """Seconds a stopping node waits for its peers to acknowledge that it leaves."""
 
@@ -265,8 +278,10 @@ class _RemoteMonitor:
 class ClusterService:
     """Remote processes for one node. Created by the cluster's boot step."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, max_message_size: int = 64 * 1024 * 1024) -> None:
         self.node = node
+        self.max_message_size = max_message_size
+        """The largest streamed ``bytes`` message accepted from a peer."""
         self.links: Links | None = None
         self._nursery: trio.Nursery | None = None
         self.peers: dict[str, _Peer] = {}
@@ -288,8 +303,9 @@ class ClusterService:
         self._stop_requested = trio.Event()
         self._leaving: set[str] = set()
         self._left = trio.Event()
-        # peer -> the BulkSend whose body is the next frame on its bulk channel
-        self._bulk_pending: dict[str, wire.BulkSend] = {}
+        # (peer, stream) -> the pieces of a bytes message being streamed to us
+        self._streams: dict[tuple[str, int], _Stream] = {}
+        self._stream_ids = itertools.count(1)
         self._process: Process | None = None
 
     # -- running --------------------------------------------------------------------
@@ -378,7 +394,8 @@ class ClusterService:
         if state is None:
             return
         state.close()
-        self._bulk_pending.pop(peer, None)
+        for key in [k for k in self._streams if k[0] == peer]:
+            del self._streams[key]
         logger.info("node %s: peer %s is down: %s", self.node.name, peer, reason)
         self._emit(NODE_DOWN_EVENT, {"node": self.node.name, "peer": peer, "reason": reason})
         for call in [c for c in self.pending.values() if c.peer == peer]:
@@ -408,16 +425,9 @@ class ClusterService:
             # announced up: nothing it sends now concerns a process here.
             return
         try:
-            if channel is Channel.BULK:
-                bulk = self._bulk_pending.pop(peer, None)
-                if bulk is not None:
-                    dest = self._local(bulk.target)
-                    if dest is not None:
-                        await deliver(dest, data if type(data) is bytes else bytes(data))
-                    return
             envelope = wire.decode_envelope(data)
-            if isinstance(envelope, wire.BulkSend):
-                self._expect_bulk(peer, channel, envelope)
+            if isinstance(envelope, wire.BulkChunk | wire.BulkSend | wire.BulkAbort):
+                await self._stream_piece(peer, channel, envelope)
             else:
                 await self._dispatch(peer, envelope)
         except wire.WireError as exc:
@@ -430,10 +440,33 @@ class ClusterService:
 
     # -- handling what arrives ---------------------------------------------------------------
 
-    def _expect_bulk(self, peer: str, channel: Channel, header: wire.BulkSend) -> None:
+    async def _stream_piece(
+        self, peer: str, channel: Channel, piece: wire.BulkChunk | wire.BulkSend | wire.BulkAbort
+    ) -> None:
         if channel is not Channel.BULK:
-            raise wire.WireError(f"a BulkSend on the {channel.value} channel")
-        self._bulk_pending[peer] = header
+            raise wire.WireError(f"a {type(piece).__name__} on the {channel.value} channel")
+        key = (peer, piece.stream)
+        if isinstance(piece, wire.BulkAbort):
+            self._streams.pop(key, None)
+            return
+        parts = self._streams.get(key)
+        if parts is None:
+            if sum(1 for k in self._streams if k[0] == peer) >= MAX_STREAMS:
+                raise wire.WireError(f"more than {MAX_STREAMS} bulk messages at once")
+            parts = self._streams[key] = _Stream()
+        parts.add(piece.data, self.max_message_size)
+        if isinstance(piece, wire.BulkChunk):
+            return
+        del self._streams[key]
+        if parts.size >= THREAD_JOIN_SIZE:
+            # bytes.join releases the GIL for large joins of bytes: in a worker
+            # thread the copy (tens of ms for 50 MB) does not stall this node.
+            message = await trio.to_thread.run_sync(b"".join, parts.parts)
+        else:
+            message = b"".join(parts.parts)
+        dest = self._local(piece.target)
+        if dest is not None:
+            await deliver(dest, message)
 
     def _local(self, target: wire.WireTarget) -> Process | None:
         node = self.node
@@ -668,23 +701,55 @@ class ClusterService:
         await trio.lowlevel.checkpoint_if_cancelled()
         state = self._connected(node, dest)
         if state is not None:
-            frames = _send_frames(sender, dest, message)
-            outbox = state.outbox(frames[-1])
+            if type(message) is bytes and len(message) > BULK_THRESHOLD:
+                await self._stream(state, sender, dest, message)
+                return
+            frame = _send_frame(sender, dest, message)
+            outbox = state.outbox(frame)
             await outbox.wait_for_room()
-            for frame in frames:
-                outbox.put_nowait(frame)
+            outbox.put_nowait(frame)
         await self._maybe_yield()
+
+    async def _stream(self, state: _Peer, sender: Process, dest: Pid | str, data: bytes) -> None:
+        """Send ``data`` on ``bulk`` in pieces of :data:`BULK_PIECE` bytes, yielding
+        every :data:`PIECES_PER_YIELD` pieces: no copy of the whole message is made
+        here, and other tasks run while it is cut up. Cancelled part-way, it tells the
+        peer to drop what it got."""
+        outbox = state.outboxes[Channel.BULK]
+        stream = next(self._stream_ids)
+        view = memoryview(data)
+        size = len(data)
+        sent_any = False
+        try:
+            for index, offset in enumerate(range(0, size, BULK_PIECE)):
+                piece = bytes(view[offset : offset + BULK_PIECE])
+                if offset + BULK_PIECE >= size:
+                    envelope: wire.Envelope = wire.BulkSend(
+                        stream, wire.wire_pid(sender.pid), _wire_target(dest), piece
+                    )
+                else:
+                    envelope = wire.BulkChunk(stream, piece)
+                await outbox.wait_for_room()
+                if outbox.closed:
+                    return  # the link was lost: at most once
+                outbox.put_nowait(wire.encode_envelope(envelope))
+                sent_any = True
+                if index % PIECES_PER_YIELD == PIECES_PER_YIELD - 1:
+                    await trio.lowlevel.checkpoint()
+        except trio.Cancelled:
+            if sent_any:
+                outbox.put_nowait(wire.encode_envelope(wire.BulkAbort(stream)))
+            raise
 
     def send_nowait(self, sender: Process, node: str, dest: Pid | str, message: object) -> None:
         state = self._connected(node, dest)
         if state is None:
             return
-        frames = _send_frames(sender, dest, message)
-        outbox = state.outbox(frames[-1])
+        frame = _send_frame(sender, dest, message)
+        outbox = state.outbox(frame)
         if len(outbox.backlog) >= BACKLOG_LIMIT:
             raise SendQueueFull(node, outbox.channel.value, BACKLOG_LIMIT)
-        for frame in frames:
-            outbox.put_nowait(frame)
+        outbox.put_nowait(frame)
 
     async def _maybe_yield(self) -> None:
         """The end of a remote ``send`` or ``cast``: it yields to other tasks only
@@ -863,16 +928,27 @@ class ClusterService:
         return trio.current_time() - start
 
 
-def _send_frames(sender: Process, dest: Pid | str, message: object) -> list[bytes]:
-    """The frames of a ``send``: one envelope, or for a large ``bytes`` message a
-    :class:`~.wire.BulkSend` followed by the message itself, both for ``bulk``."""
-    if type(message) is bytes and len(message) > BULK_THRESHOLD:
-        header = wire.BulkSend(wire.wire_pid(sender.pid), _wire_target(dest))
-        return [wire.encode_envelope(header), message]
+def _send_frame(sender: Process, dest: Pid | str, message: object) -> bytes:
     envelope = wire.Send(
         wire.wire_pid(sender.pid), _wire_target(dest), wire.Raw(wire.encode_body(message))
     )
-    return [wire.encode_envelope(envelope)]
+    return wire.encode_envelope(envelope)
+
+
+class _Stream:
+    """The pieces of a ``bytes`` message being streamed from a peer."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes, limit: int) -> None:
+        self.size += len(data)
+        if self.size > limit:
+            raise wire.WireError(f"a streamed message is larger than {limit} bytes")
+        self.parts.append(data)
 
 
 def _context() -> dict[str, Any]:

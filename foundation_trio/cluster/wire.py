@@ -305,13 +305,28 @@ class Pong(Struct, tag=15, array_like=True, forbid_unknown_fields=True):
     seq: int
 
 
-class BulkSend(Struct, tag=16, array_like=True, forbid_unknown_fields=True):
-    """A ``send`` of a large ``bytes`` message: the next frame from the same node on
-    the ``bulk`` channel is the message itself, as is (no envelope around it, so
-    neither side copies it into or out of one)."""
+class BulkChunk(Struct, tag=16, array_like=True, forbid_unknown_fields=True):
+    """A piece of a large ``bytes`` message being streamed on ``bulk`` (``stream``
+    numbers the message among the sending node's streams)."""
 
+    stream: int
+    data: bytes
+
+
+class BulkSend(Struct, tag=19, array_like=True, forbid_unknown_fields=True):
+    """The last piece of a streamed ``bytes`` message, and the ``send`` it belongs to:
+    the message is every piece of ``stream`` in order, then ``data``."""
+
+    stream: int
     sender: WirePid
     target: WireTarget
+    data: bytes
+
+
+class BulkAbort(Struct, tag=20, array_like=True, forbid_unknown_fields=True):
+    """The sender gave up on ``stream`` (it was cancelled): drop its pieces."""
+
+    stream: int
 
 
 class Leaving(Struct, tag=17, array_like=True, forbid_unknown_fields=True):
@@ -325,7 +340,9 @@ class LeavingAck(Struct, tag=18, array_like=True, forbid_unknown_fields=True):
 
 Envelope: TypeAlias = (
     Send
+    | BulkChunk
     | BulkSend
+    | BulkAbort
     | Cast
     | Call
     | Reply

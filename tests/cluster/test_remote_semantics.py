@@ -607,3 +607,47 @@ async def test_casts_carry_the_request_context(cluster: Cluster, autojump_clock:
             return await ft.call(("recorder", "b"), "seen")
 
         assert await nodes["a"].run(on_a) == [(1, {"trace": "t-9"}), (2, {})]
+
+
+async def test_a_cancelled_stream_is_dropped_and_streams_are_bounded(
+    autojump_clock: Any,
+) -> None:
+    from foundation_trio.cluster.remote import BULK_PIECE, ClusterService
+
+    cluster = Cluster()
+    cluster.network.queue_size = 4
+    async with open_nodes(["a", "b"], cluster.open) as nodes:
+        await cluster.connect("a", "b")
+        b_shell = await nodes["b"].run(_self)
+        big = b"z" * (BULK_PIECE * 40)
+
+        async def cancelled_send() -> None:
+            cluster.links["a"].blackhole("b")  # nothing drains: the send waits for room
+            with trio.move_on_after(1):
+                await ft.send(b_shell, big)
+            cluster.links["a"].blackhole("b", False)
+            await ft.send(b_shell, b"after")
+
+        await nodes["a"].run(cancelled_send)
+
+        async def receive_all() -> Any:
+            service = ft.current_node().find_extension(ClusterService)
+            assert service is not None
+            got = await ft.receive(timeout=5)
+            with pytest.raises(ft.ReceiveTimeout):
+                await ft.receive(timeout=1)
+            return got, len(service._streams)
+
+        assert await nodes["b"].run(receive_all) == (b"after", 0)
+
+        # a peer streaming more than max_message_size bytes is cut off
+        async def too_big() -> None:
+            service = ft.current_node().find_extension(ClusterService)
+            assert service is not None
+            service.max_message_size = BULK_PIECE * 3
+
+        await nodes["b"].run(too_big)
+        await nodes["a"].run(ft.send, b_shell, big)
+        await trio.sleep(1)
+        assert "b" not in cluster.links["a"].peers()
+        assert "larger than" in cluster.network.errors[-1]

@@ -120,7 +120,9 @@ envelopes = st.one_of(
     st.builds(wire.NameChanged, names, st.none() | ids),
     st.builds(wire.Ping, ids),
     st.builds(wire.Pong, ids),
-    st.builds(wire.BulkSend, wire_pids, targets),
+    st.builds(wire.BulkChunk, ids, st.binary(max_size=64)),
+    st.builds(wire.BulkSend, ids, wire_pids, targets, st.binary(max_size=64)),
+    st.builds(wire.BulkAbort, ids),
     st.just(wire.Leaving()),
     st.just(wire.LeavingAck()),
 )
