@@ -45,6 +45,13 @@ EXPECTED = {
         "lobby via Via:",
         "done",
     ],
+    "temperature.py": [
+        "before: 0.7",
+        "winner: poet pays 4.0 (second price)",
+        "rejected: [('chaos', 'out_of_domain')]",
+        "temperature: 1.3 (version 1)",
+        "analyst samples at temperature 1.3",
+    ],
     "society.py": [
         "skipped 'bob oops': ValueError",
         "ann total 200",
@@ -117,7 +124,7 @@ GUIDES = {
     "services.md": 3,
     "protection.md": 4,
     "cluster.md": 1,
-    "agents.md": 7,
+    "agents.md": 13,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]
 

@@ -47,6 +47,7 @@ from .coordinate import (
     register_strategy,
     strategies,
 )
+from .coordinate_strategies import ValueBid, ValueBidRequest
 from .errors import (
     AgentAlreadyRunning,
     AgentNotFound,
@@ -245,6 +246,8 @@ __all__ += [
     "Response",
     "SessionClosed",
     "Side",
+    "ValueBid",
+    "ValueBidRequest",
     "call_market",
     "combinatorial_auction",
     "continuous_double_auction",
