@@ -1,4 +1,4 @@
-"""Benchmark of agent coordination: sealed-bid auction rounds among supervised agents.
+"""Benchmark of agent coordination: sealed-bid auctions and votes among supervised agents.
 
 Run ``python benchmarks/agents.py`` (a few minutes) or ``--quick`` (a smoke run with
 fewer auctions and rounds). One JSON object goes to stdout, progress to stderr. Every
@@ -26,6 +26,20 @@ its figures, so other coordination benchmarks are added as rows.
     The same with a hook that computes a fixed arithmetic loop (tens of us), as
     an agent doing real work would: shows how the share outside the answer code falls
     once answering costs something.
+``raw_vote_100``
+    Baseline. Plain trio: one nursery starts 100 tasks, each calls the voter's answer
+    function directly and stores the ballot; the ballots are then counted (every one
+    "yes", so unanimous). Rounds/s.
+``vote_unanimous_100``
+    ``ft.agents.vote(rule="unanimous")`` among 100 supervised agents answering the
+    ``VoteRequest`` through their mailboxes in their ``vote`` hook (which returns
+    "yes" at once): every ballot is needed, so the round asks and counts all 100.
+    Rounds/s and ``outside_answer_share`` (as above, inside the ``vote`` hooks).
+``vote_majority_100``
+    The same with ``rule="majority"``: the vote ends as soon as it is fixed (at the
+    51st "yes"); the questions still out are cancelled.
+``vote_unanimous_busy_100``
+    Unanimous with the busy hook.
 
 The ``foundation_trio`` loggers are raised to CRITICAL for the run.
 """
@@ -45,7 +59,7 @@ import trio
 from _util import collect_garbage, environment, progress, summary
 
 import foundation_trio as ft
-from foundation_trio.agents import Agent, AgentSpec, BidRequest
+from foundation_trio.agents import Agent, AgentSpec, BidRequest, VoteRequest
 
 Figures = dict[str, float]
 
@@ -145,6 +159,67 @@ async def sealed_bid(n: int, auctions: int, warmup: int, busy: bool = False) -> 
     }
 
 
+class Voter(Agent):
+    async def setup(self, busy: bool) -> None:
+        self.busy = busy
+
+    async def vote(self, request: VoteRequest) -> str:
+        started = perf_counter()
+        ballot = cast_ballot(self.busy)
+        HookClock.inside += perf_counter() - started
+        return ballot
+
+
+def cast_ballot(busy: bool) -> str:
+    """What a voter computes: "yes", after the busy loop for a busy voter."""
+    if busy:
+        _busy(1.0)
+    return "yes"
+
+
+async def raw_vote(n: int, rounds: int, warmup: int, busy: bool = False) -> Figures:
+    async def one_round() -> bool:
+        ballots = [""] * n
+
+        async def ask(i: int) -> None:
+            await trio.lowlevel.checkpoint()
+            ballots[i] = cast_ballot(busy)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(ask, i)
+        return ballots.count("yes") == n
+
+    for _ in range(warmup):
+        await one_round()
+    started = perf_counter()
+    for _ in range(rounds):
+        assert await one_round()
+    elapsed = perf_counter() - started
+    return {"rounds_per_s": rounds / elapsed}
+
+
+async def vote(n: int, rounds: int, warmup: int, rule: str, busy: bool = False) -> Figures:
+    async with ft.open_node("bench"):
+        ids = [f"v{i}" for i in range(n)]
+        for agent_id in ids:
+            await ft.agents.register_agent(AgentSpec(agent_id, Voter, args=(busy,)))
+            await ft.agents.start_agent(agent_id)
+        for _ in range(warmup):
+            await ft.agents.vote("bench", ids, rule=rule, timeout=60.0)
+        HookClock.inside = 0.0
+        started = perf_counter()
+        for _ in range(rounds):
+            result = await ft.agents.vote("bench", ids, rule=rule, timeout=60.0)
+            assert result.choice == "yes"
+        elapsed = perf_counter() - started
+        inside = HookClock.inside
+    return {
+        "rounds_per_s": rounds / elapsed,
+        "outside_answer_share": 1.0 - inside / elapsed,
+    }
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -160,6 +235,16 @@ def _cases() -> list[Case]:
         cases.append(
             Case(f"sealed_bid_busy_{n}", n, lambda n, a, w: sealed_bid(n, a, w, busy=True))
         )
+    cases.append(Case("raw_vote_100", 100, raw_vote))
+    cases.append(Case("vote_unanimous_100", 100, lambda n, r, w: vote(n, r, w, "unanimous")))
+    cases.append(Case("vote_majority_100", 100, lambda n, r, w: vote(n, r, w, "majority")))
+    cases.append(
+        Case(
+            "vote_unanimous_busy_100",
+            100,
+            lambda n, r, w: vote(n, r, w, "unanimous", busy=True),
+        )
+    )
     return cases
 
 
@@ -170,6 +255,7 @@ RATIOS: dict[str, tuple[str, str, str]] = {
     f"sealed_bid_{n}_vs_raw": (f"sealed_bid_{n}", f"raw_sealed_bid_{n}", "rounds_per_s")
     for n in (10, 100, 1000)
 }
+RATIOS["vote_unanimous_100_vs_raw"] = ("vote_unanimous_100", "raw_vote_100", "rounds_per_s")
 """Ratio name: (subject, baseline, figure), computed per round."""
 
 
@@ -202,6 +288,8 @@ def _report(rounds: list[dict[str, Figures]], sizes: Sizes, quick: bool) -> dict
         "method": {
             "rounds": sizes.rounds,
             "auctions_per_run": {str(n): a for n, a in sizes.auctions.items()},
+            "votes_per_run": sizes.auctions[100],
+            "voting": 'ballots "yes" from every agent; one deadline 60 s away (never reached)',
             "statistic": "median of rounds; ratios are medians of per-round ratios",
             "pricing": "second price, reserve 0, one deadline 60 s away (never reached)",
             "agents": "supervised GenServer processes started with ft.agents.start_agent",

@@ -119,6 +119,24 @@ async def test_register_start_stop_and_typed_lifecycle_errors():
         assert not ft.is_alive(again)
 
 
+async def test_status_is_starting_while_setup_runs(autojump_clock):
+    class Slow(Agent):
+        async def setup(self) -> None:
+            await trio.sleep(1)
+
+    async with open_node("t"):
+        await ft.agents.register_agent(AgentSpec("slow", Slow))
+        seen: list[AgentStatus] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ft.agents.start_agent, "slow")
+            await trio.sleep(0.5)
+            seen.append(ft.agents.agent_status("slow"))
+            with pytest.raises(AgentAlreadyRunning, match="starting"):
+                await ft.agents.start_agent("slow")
+        seen.append(ft.agents.agent_status("slow"))
+        assert seen == [AgentStatus.STARTING, AgentStatus.RUNNING]
+
+
 async def test_setup_failure_marks_the_agent_failed():
     async with open_node("t"):
         await ft.agents.register_agent(AgentSpec("bad", BadSetup))
