@@ -123,7 +123,7 @@ GUIDES = {
     "events.md": 3,
     "services.md": 3,
     "protection.md": 4,
-    "cluster.md": 1,
+    "cluster.md": 3,
     "agents.md": 13,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]

@@ -96,6 +96,8 @@ class FrameDecoder:
         self._parts: list[bytes] = []
         self._have = 0
         self._total = 0
+        self.completed: list[bytes] | None = None
+        """Set when a frame completed a chunked message: see :meth:`take_completed`."""
 
     @property
     def reassembling(self) -> int:
@@ -103,7 +105,8 @@ class FrameDecoder:
         return self._have
 
     def feed(self, frame: object) -> list[bytes]:
-        """The messages ``frame`` completes (possibly none), in order.
+        """The messages of a ``BATCH`` frame, in order; ``[]`` for the other kinds.
+        A ``CHUNK_MORE`` that completes a chunked message sets :attr:`completed`.
 
         Raises :class:`LinkProtocolError` for anything malformed and
         :class:`FrameTooLarge` for a frame or message over its limit; the
@@ -117,6 +120,8 @@ class FrameDecoder:
         if size == 0:
             raise LinkProtocolError("empty frame")
         kind = frame[0]
+        if self.completed is not None:
+            raise RuntimeError("take_completed() the finished chunked message first")
         if self._total and kind != CHUNK_MORE:
             raise LinkProtocolError(
                 f"frame of kind {kind:#04x} in the middle of a chunked message"
@@ -195,8 +200,18 @@ class FrameDecoder:
         self._have += len(chunk)
         if self._have < self._total:
             return []
-        message = b"".join(self._parts)
+        self.completed = self._parts
         self._parts = []
         self._have = 0
         self._total = 0
-        return [message]
+        return []
+
+    def take_completed(self) -> list[bytes]:
+        """The chunks of the chunked message the last frame completed, in order
+        (joining them is left to the caller: for a large message a single
+        ``b"".join`` stalls the event loop, so the links do it in a thread)."""
+        parts = self.completed
+        if parts is None:
+            raise RuntimeError("no chunked message is complete")
+        self.completed = None
+        return parts

@@ -28,7 +28,7 @@ import random
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("foundation_trio.cluster")
+T = TypeVar("T")
 
 REJECTED_EVENT = "cluster.handshake.rejected"
 """Telemetry event of every failed handshake: measurement ``count`` (1), metadata
@@ -367,6 +368,10 @@ class Links:
         ``max_message_size``. Raises :class:`NotConnected` if there is no live
         link to ``peer``, or if it goes down while this waits for room; then
         nothing was queued. Cancellation while waiting queues nothing.
+
+        Always a cancellation point; a scheduling point when it waits for room and
+        otherwise once every 64 sends, so that a burst of sends is queued together
+        and written as one frame.
         """
         await self._queue(peer, channel, data).put(data)
 
@@ -500,7 +505,9 @@ class Links:
             except LinkProtocolError as error:
                 self._protocol_error(link, conn, str(error))
                 return
-            if not messages:
+            if decoder.completed is not None:
+                messages = [await _join(decoder.take_completed())]
+            elif not messages:
                 continue
             if faults.enabled:
                 messages, delay = faults.apply(peer, IN, channel, messages)
@@ -786,14 +793,23 @@ class Links:
             except (trio.BrokenResourceError, ssl.SSLError) as error:
                 raise HandshakeFailed(f"TLS: {error.__cause__ or error}", address) from None
             stream = ssl_stream
-        ws = await trio_websocket.wrap_client_stream(
-            ws_nursery,
-            stream,  # type: ignore[arg-type]  # any trio Stream works
-            address,
-            WS_PATH,
-            max_message_size=MAX_MESSAGE,
-            message_queue_size=1,
+        ws = await _unless_ended(
+            tracked,
+            trio_websocket.wrap_client_stream(
+                ws_nursery,
+                stream,  # type: ignore[arg-type]  # any trio Stream works
+                address,
+                WS_PATH,
+                max_message_size=MAX_MESSAGE,
+                message_queue_size=1,
+            ),
         )
+        if ws is None:
+            raise HandshakeFailed(
+                "the peer closed the connection before the websocket upgrade (a TLS "
+                "node refusing plain TCP, or not a foundation_trio node)",
+                address,
+            )
         shake = ClientHandshake(
             cookie=self._cookie,
             name=self.name,
@@ -1052,6 +1068,18 @@ class _Rejected(Exception):
         """A refusal that is part of the protocol (a duplicate dial), not a fault."""
 
 
+_JOIN_IN_THREAD = 1024 * 1024
+"""A reassembled message at least this large is joined in a worker thread: joining
+50 MB takes about 100 ms here (mostly page faults on the fresh memory), which would
+stall every task of the node; ``bytes.join`` releases the GIL for large joins."""
+
+
+async def _join(parts: list[bytes]) -> bytes:
+    if sum(len(part) for part in parts) < _JOIN_IN_THREAD:
+        return b"".join(parts)
+    return await trio.to_thread.run_sync(b"".join, parts)
+
+
 async def _get_binary(ws: WebSocketConnection) -> bytes:
     message = await ws.get_message()
     if isinstance(message, str):
@@ -1067,11 +1095,10 @@ async def _tell(ws: WebSocketConnection, data: bytes | None) -> None:
         await ws.send_message(data)
 
 
-async def _unless_ended(
-    tracked: TrackedStream, awaitable: Awaitable[trio_websocket.WebSocketRequest]
-) -> trio_websocket.WebSocketRequest | None:
-    """The websocket request, or None if the stream ends first."""
-    result: trio_websocket.WebSocketRequest | None = None
+async def _unless_ended(tracked: TrackedStream, awaitable: Awaitable[T]) -> T | None:
+    """What ``awaitable`` gives, or None if the stream ends first (trio-websocket
+    waits for an upgrade that a closed stream can no longer bring)."""
+    result: T | None = None
 
     async def get() -> None:
         nonlocal result

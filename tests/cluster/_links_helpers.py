@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -56,22 +55,6 @@ class Recorder:
                 await self._changed.wait()
 
 
-@asynccontextmanager
-async def started(
-    nursery: trio.Nursery, name: str, **options: Any
-) -> AsyncIterator[tuple[Links, Recorder]]:
-    """A running ``Links`` for ``name`` (cancelled on exit)."""
-    options.setdefault("cookie", COOKIE)
-    recorder = Recorder()
-    links = Links(name, Cluster(**options), recorder)
-    with trio.CancelScope() as scope:
-        await nursery.start(links.run)
-        try:
-            yield links, recorder
-        finally:
-            scope.cancel()
-
-
 async def start(nursery: trio.Nursery, name: str, **options: Any) -> tuple[Links, Recorder]:
     """Start ``Links`` for ``name`` in ``nursery``; it runs until the nursery ends."""
     options.setdefault("cookie", COOKIE)
@@ -97,3 +80,12 @@ async def wait_channels(links: Links, peer: str, timeout: float = 10.0) -> None:
             if link is not None and len(link.conns) == len(Channel):
                 return
             await trio.sleep(0.01)
+
+
+async def wait_rejected(links: Links, count: int = 1, timeout: float = 5.0) -> None:
+    """Wait until ``links`` has refused ``count`` incoming handshakes."""
+    with trio.fail_after(timeout):
+        while True:
+            if links.rejected >= count:
+                return
+            await trio.sleep(0.005)

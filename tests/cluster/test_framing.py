@@ -24,6 +24,14 @@ def decoder(*, chunks: bool = True, heartbeats: bool = True, max_message: int = 
     )
 
 
+def feed(d: framing.FrameDecoder, frame: object) -> list[bytes]:
+    """What the links do: a batch's messages, or a chunked message once complete."""
+    messages = d.feed(frame)
+    if d.completed is not None:
+        return [b"".join(d.take_completed())]
+    return messages
+
+
 def test_a_batch_carries_messages_in_order() -> None:
     messages = [b"one", b"", b"three" * 10]
     frame = framing.encode_batch(messages)
@@ -44,12 +52,18 @@ def test_chunks_reassemble_and_the_decoder_is_reusable() -> None:
     assert all(len(f) <= CHUNK + framing.CHUNK_HEADER for f in frames)
     out: list[bytes] = []
     for frame in frames[:-1]:
-        out += d.feed(frame)
+        out += feed(d, frame)
         assert d.reassembling > 0
-    out += d.feed(frames[-1])
-    assert out == [data]
+    assert d.feed(frames[-1]) == []
+    assert d.completed is not None and b"".join(d.completed) == data
+    with pytest.raises(RuntimeError, match="take_completed"):
+        d.feed(framing.encode_batch([b"too early"]))
+    assert b"".join(d.take_completed()) == data
+    assert d.completed is None
     assert d.reassembling == 0
     assert d.feed(framing.encode_batch([b"after"])) == [b"after"]
+    with pytest.raises(RuntimeError, match="no chunked message"):
+        d.take_completed()
 
 
 def test_heartbeats_carry_nothing() -> None:
@@ -120,7 +134,7 @@ def test_random_frames_only_raise_link_protocol_errors(frames: list[bytes]) -> N
     d = decoder()
     for frame in frames:
         try:
-            out = d.feed(frame)
+            out = feed(d, frame)
         except LinkProtocolError:
             return
         assert all(isinstance(m, bytes) for m in out)
@@ -148,7 +162,7 @@ def test_mutated_frames_only_raise_link_protocol_errors(
     delivered: list[bytes] = []
     try:
         for frame in valid:
-            delivered += d.feed(frame)
+            delivered += feed(d, frame)
     except LinkProtocolError:
         return
     total = sum(len(m) for m in delivered)
@@ -161,9 +175,9 @@ def test_round_trip(messages: list[bytes]) -> None:
     out: list[bytes] = []
     small = [m for m in messages if len(m) <= CHUNK]
     if small:
-        out += d.feed(framing.encode_batch(small))
+        out += feed(d, framing.encode_batch(small))
     for message in messages:
         if len(message) > CHUNK:
             for frame in framing.chunk_frames(message, CHUNK):
-                out += d.feed(frame)
+                out += feed(d, frame)
     assert out == small + [m for m in messages if len(m) > CHUNK]

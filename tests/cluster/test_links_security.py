@@ -9,7 +9,14 @@ from collections.abc import Mapping
 import pytest
 import trio
 import trio_websocket
-from _links_helpers import COOKIE, Recorder, start, wait_channels, wait_linked
+from _links_helpers import (
+    COOKIE,
+    Recorder,
+    start,
+    wait_channels,
+    wait_linked,
+    wait_rejected,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,14 +28,6 @@ from foundation_trio.cluster.links import WS_PATH, Channel, Links
 from foundation_trio.cluster.options import parse_address
 
 TIMEOUT = 0.5  # handshake timeout of the nodes under attack
-
-
-async def wait_rejected(links: Links, count: int = 1, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            if links.rejected >= count:
-                return
-            await trio.sleep(0.005)
 
 
 async def closed_within(ws: trio_websocket.WebSocketConnection, seconds: float) -> str:
