@@ -1,5 +1,5 @@
-"""Benchmark of the core services: what telemetry, the request context and (as they
-land) the event store and protection cost per operation.
+"""Benchmark of the core services: what telemetry, the request context, the event
+store and protection cost per operation.
 
 Run ``python benchmarks/services.py`` (about a minute) or ``--quick`` (a smoke run),
 optionally ``--section NAME`` (repeatable) to run only some sections. One JSON
@@ -53,6 +53,22 @@ Sections:
     figure is the mean of its two runs. Operations per second and ratios.
     ``context_read_ns``: one read of the context variable, as every call and cast
     does; ``context_read_share_of_call`` relates it to the duration of a call.
+``protection``
+    The cost of protecting a call, from the node's shell process, with nothing
+    attached to telemetry. ``unprotected``: the baseline, ``await fn()`` of an async
+    function that returns at once. ``breaker``: ``await breaker.call(fn)`` through a
+    closed ``CircuitBreaker``. ``rate_limiter``: ``limiter.acquire(key)`` then
+    ``await fn()``, with a bucket large enough never to refuse (the common path: a
+    bucket that is not full). ``execute_protected_plain``: ``execute_protected`` of
+    a key configured with nothing (the cost of the keyed lookup and dispatch).
+    ``execute_protected``: a key with a rate limit and a breaker, the same
+    never-refusing settings. ``pool_checkout``: ``async with pool.checkout() as r:
+    await fn(r)`` on a pool of one idle resource, no health check. A checkout, like
+    trio's ``Semaphore.acquire``, has a schedule point, so ``checkpoint``, ``await
+    fn()`` followed by ``await trio.lowlevel.checkpoint()``, is measured as its
+    reference. Nanoseconds per call, ratios to the baseline, and the overhead
+    (subject minus baseline, median of per-round differences) per protected call.
+    The load average before and after is reported: the machine is shared.
 """
 
 from __future__ import annotations
@@ -512,12 +528,166 @@ def events_section(sizes: Sizes) -> dict[str, Any]:
     return report
 
 
+# -- protection ----------------------------------------------------------------------------------
+
+
+async def _nothing(*args: Any) -> None:
+    return None
+
+
+def _ns_per_call(started: float, n: int) -> float:
+    return (perf_counter() - started) * 1e9 / n
+
+
+async def _time_unprotected(n: int) -> float:
+    fn = _nothing
+    for _ in range(max(1000, n // 10)):
+        await fn()
+    collect_garbage()
+    started = perf_counter()
+    for _ in range(n):
+        await fn()
+    return _ns_per_call(started, n)
+
+
+async def _time_checkpoint(n: int) -> float:
+    fn = _nothing
+    checkpoint = trio.lowlevel.checkpoint
+    for _ in range(max(1000, n // 10)):
+        await fn()
+        await checkpoint()
+    collect_garbage()
+    started = perf_counter()
+    for _ in range(n):
+        await fn()
+        await checkpoint()
+    return _ns_per_call(started, n)
+
+
+async def _time_breaker(n: int) -> float:
+    fn = _nothing
+    call = ft.protection.CircuitBreaker("bench").call
+    for _ in range(max(1000, n // 10)):
+        await call(fn)
+    collect_garbage()
+    started = perf_counter()
+    for _ in range(n):
+        await call(fn)
+    return _ns_per_call(started, n)
+
+
+async def _time_rate_limiter(n: int) -> float:
+    fn = _nothing
+    # A bucket that never runs dry in this loop, refilling slowly: never full, never
+    # refusing, which is the path most admitted calls take.
+    acquire = ft.protection.RateLimiter("bench", rate=1.0, burst=4 * n + 10_000).acquire
+    for _ in range(max(1000, n // 10)):
+        acquire("client")
+        await fn()
+    collect_garbage()
+    started = perf_counter()
+    for _ in range(n):
+        acquire("client")
+        await fn()
+    return _ns_per_call(started, n)
+
+
+async def _time_execute_protected(n: int, key: str) -> float:
+    fn = _nothing
+    execute = ft.protection.execute_protected
+    for _ in range(max(1000, n // 10)):
+        await execute(key, fn)
+    collect_garbage()
+    started = perf_counter()
+    for _ in range(n):
+        await execute(key, fn)
+    return _ns_per_call(started, n)
+
+
+async def _time_pool(n: int) -> float:
+    fn = _nothing
+
+    async def make() -> object:
+        return object()
+
+    pool: ft.protection.ResourcePool[object] = ft.protection.ResourcePool(
+        "bench", factory=make, size=1
+    )
+    checkout = pool.checkout
+    for _ in range(max(1000, n // 10)):
+        async with checkout() as resource:
+            await fn(resource)
+    collect_garbage()
+    started = perf_counter()
+    for _ in range(n):
+        async with checkout() as resource:
+            await fn(resource)
+    return _ns_per_call(started, n)
+
+
+async def _protection_round(sizes: Sizes) -> Figures:
+    n = sizes.executes // 4
+    never_refuse = {"rate": 1.0, "burst": 4 * n + 10_000}
+    figures: Figures = {}
+    async with ft.open_node("bench"):
+        ft.protection.configure("plain")
+        ft.protection.configure("guarded", rate_limit=never_refuse, breaker={})
+        figures["unprotected"] = await _time_unprotected(n)
+        figures["breaker"] = await _time_breaker(n)
+        figures["unprotected_2"] = await _time_unprotected(n)
+        figures["rate_limiter"] = await _time_rate_limiter(n)
+        figures["unprotected_3"] = await _time_unprotected(n)
+        figures["execute_protected_plain"] = await _time_execute_protected(n, "plain")
+        figures["unprotected_4"] = await _time_unprotected(n)
+        figures["execute_protected"] = await _time_execute_protected(n, "guarded")
+        figures["unprotected_5"] = await _time_unprotected(n)
+        figures["checkpoint"] = await _time_checkpoint(n)
+        figures["unprotected_6"] = await _time_unprotected(n)
+        figures["pool_checkout"] = await _time_pool(n)
+    # One baseline per round: the median of those measured next to the subjects.
+    baselines = [figures.pop(f"unprotected_{i}") for i in range(2, 7)]
+    figures["unprotected"] = statistics.median([figures["unprotected"], *baselines])
+    return figures
+
+
+_PROTECTED = (
+    "breaker",
+    "rate_limiter",
+    "execute_protected_plain",
+    "execute_protected",
+    "checkpoint",
+    "pool_checkout",
+)
+
+
+def protection_section(sizes: Sizes) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    rounds = []
+    for i in range(sizes.rounds):
+        rounds.append(trio.run(_protection_round, sizes))
+        shown = ", ".join(f"{k}={v:,.0f}" for k, v in rounds[-1].items())
+        progress(f"protection round {i + 1}/{sizes.rounds}: ns/call {shown}")
+    return {
+        "unit": "ns per call",
+        "calls_per_run": sizes.executes // 4,
+        "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
+        "results": _figures(rounds),
+        "ratios_to_unprotected": _ratios(
+            rounds, {name: (name, "unprotected") for name in _PROTECTED}
+        ),
+        "overhead_ns_per_call": {
+            name: summary([r[name] - r["unprotected"] for r in rounds]) for name in _PROTECTED
+        },
+    }
+
+
 # -- the table of sections -----------------------------------------------------------------------
 
 SECTIONS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
     "telemetry": telemetry_section,
     "context": context_section,
     "events": events_section,
+    "protection": protection_section,
 }
 """Section name -> its function. Each service adds its own here."""
 

@@ -94,7 +94,13 @@ async def test_the_order_is_rate_limit_then_breaker_then_pool(autojump_clock):
 async def test_timeouts_count_as_failures_and_pool_timeouts_do_not(autojump_clock):
     made: list[Conn] = []
     connect, _ = connection_factory(made)
+    timed_out: list[tuple[Any, Any]] = []
     async with ft.open_node("p"):
+        ft.telemetry.attach(
+            "t",
+            ["protection.call.timed_out"],
+            lambda name, m, md: timed_out.append((dict(m), md["key"])),
+        )
         protected = protection.configure(
             "slow",
             breaker={"failure_threshold": 2, "recovery_time": 60.0},
@@ -113,6 +119,7 @@ async def test_timeouts_count_as_failures_and_pool_timeouts_do_not(autojump_cloc
         assert caught.value.timeout == 2.0
         assert trio.current_time() - start == pytest.approx(2.0)
         assert breaker.failures == 1
+        assert timed_out == [({"timeout": 2.0}, "slow")]
 
         async with trio.open_nursery() as nursery:
 

@@ -25,8 +25,8 @@ from foundation_trio.services import telemetry
 protection = ft.protection
 
 bursts = st.integers(min_value=1, max_value=40)
-rates = st.integers(min_value=1, max_value=8 * 500).map(lambda k: k / 8)
-intervals = st.integers(min_value=0, max_value=64 * 30).map(lambda k: k / 64)
+rates = st.integers(min_value=1, max_value=1000).map(lambda k: k / 10)
+intervals = st.integers(min_value=0, max_value=1600).map(lambda k: k / 100)
 clock_offsets = st.sampled_from([0.0, 1.0e5 + 0.3])
 
 
@@ -36,7 +36,7 @@ def run_mock(fn: Any, offset: float) -> Any:
     return trio.run(fn, clock=clock)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(burst=bursts, rate=rates, t=intervals, offset=clock_offsets)
 def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, rate, t, offset):
     expected = burst + math.floor(Fraction(rate) * Fraction(t))
@@ -61,6 +61,8 @@ def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, rate, t, off
                 return admitted, sleeps
             await trio.sleep(retry_after)
             sleeps += 1
+            # Fail rather than spin if a retry_after missed its token.
+            assert sleeps <= expected - burst, "slept more often than tokens arrived"
 
     admitted, sleeps = run_mock(greedy, offset)
     assert admitted == expected

@@ -123,7 +123,13 @@ async def test_health_outcomes(autojump_clock):
     async def unhealthy_check(pid: ft.Pid) -> svc.Unhealthy:
         return svc.Unhealthy("disk 97% full")
 
+    checked: list[tuple[str, str]] = []
     async with services_node():
+        telemetry.attach(
+            "t",
+            ["services.registry.health_checked"],
+            lambda name, m, md: checked.append((md["service"], md["status"])),
+        )
         cases = {
             "no-check": (None, svc.Healthy()),
             "true": (true_check, svc.Healthy()),
@@ -134,6 +140,12 @@ async def test_health_outcomes(autojump_clock):
             svc.register("ns", name, ft.spawn(idle), health_check=check)
         for name, (_, expected) in cases.items():
             assert await svc.health("ns", name) == expected
+        assert checked == [
+            ("no-check", "healthy"),
+            ("true", "healthy"),
+            ("false", "unhealthy"),
+            ("unhealthy", "unhealthy"),
+        ]
 
 
 async def test_health_check_times_out_at_its_timeout(autojump_clock):

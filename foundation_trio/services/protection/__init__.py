@@ -47,8 +47,9 @@ import trio
 
 from ..._validation import structure_options
 from ...runtime.errors import FoundationError
-from ...runtime.node import Node, current_node
+from ...runtime.node import Node
 from ...runtime.pid import ExitReason
+from ...runtime.process import current_process
 from ...runtime.server import GenServer
 from ...runtime.spec import ChildSpec
 from ._common import ProtectionError, emit
@@ -127,7 +128,12 @@ class Protection:
 
 
 def _state(what: str) -> Protection:
-    return current_node().extension(Protection, f"the protection service ({what})")
+    node = current_process(what).node
+    state = node.find_extension(Protection)
+    if state is None:
+        # Raises the runtime's LookupError, naming the service and the node.
+        return node.extension(Protection, f"the protection service ({what})")
+    return state
 
 
 def _check_key(key: object, what: str) -> str:
@@ -237,7 +243,7 @@ async def execute_protected(
     Cancellation: the pool resource goes back to the pool, and the breaker counts
     the call as neither a success nor a failure (a half-open trial slot is freed).
     """
-    protected = _state("execute_protected()").get(key, "protection.execute_protected()")
+    protected = _state("protection.execute_protected()").get(key, "protection.execute_protected()")
     if not callable(fn):
         raise TypeError(
             f"protection.execute_protected(): fn must be an async function, got {fn!r}"
@@ -245,11 +251,12 @@ async def execute_protected(
     if protected.rate_limiter is not None:
         protected.rate_limiter.acquire(entity)
     breaker = protected.breaker
+    simple = protected.pool is None and protected.timeout is None
     if breaker is None:
-        return await _run(protected, fn, args)
+        return await (fn(*args) if simple else _run(protected, fn, args))
     ticket = breaker.admit()
     try:
-        result = await _run(protected, fn, args)
+        result = await (fn(*args) if simple else _run(protected, fn, args))
     except BaseException as error:
         breaker.record(ticket, error)
         raise

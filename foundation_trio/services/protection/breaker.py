@@ -111,14 +111,19 @@ class Outcome(enum.Enum):
     NEUTRAL = "neutral"
 
 
-@attrs.define(slots=True)
 class Ticket:
     """A call let through: the state generation it belongs to, and whether it is a
-    half-open trial."""
+    half-open trial. (A plain class: one is made per call.)"""
 
-    generation: int
-    trial: bool
-    done: bool = False
+    __slots__ = ("done", "generation", "trial")
+
+    def __init__(self, generation: int, trial: bool) -> None:
+        self.generation = generation
+        self.trial = trial
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"Ticket(generation={self.generation}, trial={self.trial}, done={self.done})"
 
 
 class CircuitBreaker:
@@ -185,8 +190,14 @@ class CircuitBreaker:
         """
         if not callable(fn):
             raise TypeError(f"CircuitBreaker.call(): fn must be an async function, got {fn!r}")
-        with self.guard():
-            return await fn(*args)
+        ticket = self.admit()
+        try:
+            result = await fn(*args)
+        except BaseException as error:
+            self.record(ticket, error)
+            raise
+        self.record(ticket, None)
+        return result
 
     def guard(self) -> _Guard:
         """A context manager that lets the block through (or raises
@@ -200,17 +211,19 @@ class CircuitBreaker:
     def admit(self) -> Ticket:
         """Let one call through or raise :class:`CircuitOpen`. Pair it with exactly
         one :meth:`record`; :meth:`guard` and :meth:`call` do both."""
+        if self._state is BreakerState.CLOSED:
+            # The common case needs no clock: a closed breaker lets everything through.
+            return Ticket(self._generation, False)
         now = self._clock()
         self._refresh(now)
         state = self._state
         if state is BreakerState.OPEN:
             self._reject(state, self._opened_at + self.options.recovery_time - now)
-        if state is BreakerState.HALF_OPEN:
-            if self._trials_taken >= self.options.half_open_trials:
-                self._reject(state, None)
-            self._trials_taken += 1
-            return Ticket(self._generation, trial=True)
-        return Ticket(self._generation, trial=False)
+        # Half-open (the only state left: _refresh never closes the breaker).
+        if self._trials_taken >= self.options.half_open_trials:
+            self._reject(state, None)
+        self._trials_taken += 1
+        return Ticket(self._generation, trial=True)
 
     def record(self, ticket: Ticket, error: BaseException | None) -> None:
         """Count how the call of ``ticket`` ended: ``error`` None for a success."""
@@ -218,6 +231,9 @@ class CircuitBreaker:
             raise ValueError("CircuitBreaker.record(): this ticket was already recorded")
         ticket.done = True
         if ticket.generation != self._generation:
+            return
+        if error is None and self._state is BreakerState.CLOSED:
+            self._failures = 0
             return
         outcome = self.classify(error)
         if self._state is BreakerState.CLOSED:

@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -186,24 +185,16 @@ class ResourcePool(Generic[R]):
 
     # -- checkout ----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def checkout(self, timeout: float | None = _DEFAULT) -> AsyncIterator[R]:
-        """Check a resource out for the ``async with`` block and return it after.
+    def checkout(self, timeout: float | None = _DEFAULT) -> _Checkout[R]:
+        """``async with pool.checkout() as resource:`` checks a resource out for the
+        block and returns it after.
 
-        ``timeout`` overrides the pool's ``checkout_timeout`` (None: wait for ever).
-        Raises :class:`PoolCheckoutTimeout`, :class:`PoolClosed`, or what
+        ``timeout`` overrides the pool's ``checkout_timeout`` (None: wait for ever);
+        a malformed one raises :class:`TypeError` / :class:`ValueError` here.
+        Entering raises :class:`PoolCheckoutTimeout`, :class:`PoolClosed`, or what
         ``factory`` raised. See the module doc for cancellation.
         """
-        seconds = self._checkout_seconds(timeout)
-        resource = await self._acquire(seconds)
-        try:
-            yield resource
-        except BaseException as error:
-            if isinstance(error, self.options.discard_on):
-                self._broken.add(id(resource))
-            raise
-        finally:
-            await self._release(resource)
+        return _Checkout(self, self._checkout_seconds(timeout))
 
     def mark_broken(self, resource: R) -> None:
         """Close ``resource`` when it is returned instead of reusing it.
@@ -231,14 +222,26 @@ class ResourcePool(Generic[R]):
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise PoolClosed(self.name)
+        try:
+            # A free slot is taken without waiting, so that timeout=0 means "only
+            # if one is free now".
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            return await self._acquire_slowly(seconds, have_slot=False)
+        if not self._idle or self.options.health_check is not None:
+            return await self._acquire_slowly(seconds, have_slot=True)
+        # The fast path: a free slot, an idle resource, nothing to check.
+        resource = self._idle.pop()
+        self._in_use[id(resource)] = resource
+        # A schedule point that cannot be cancelled: the resource is the caller's now.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return resource
+
+    async def _acquire_slowly(self, seconds: float, have_slot: bool) -> R:
         got = False
         resource: R
         with trio.move_on_after(seconds):
-            try:
-                # A free slot is taken without waiting, so that timeout=0 means
-                # "only if one is free now".
-                self._slots.acquire_nowait()
-            except trio.WouldBlock:
+            if not have_slot:
                 await self._slots.acquire()
             try:
                 if self._closed:
@@ -340,6 +343,33 @@ class ResourcePool(Generic[R]):
         while self._idle:
             await self._close(self._idle.pop())
         await trio.lowlevel.checkpoint()
+
+
+class _Checkout(Generic[R]):
+    """What :meth:`ResourcePool.checkout` returns: an async context manager."""
+
+    __slots__ = ("_pool", "_resource", "_seconds")
+
+    def __init__(self, pool: ResourcePool[R], seconds: float) -> None:
+        self._pool = pool
+        self._seconds = seconds
+
+    async def __aenter__(self) -> R:
+        self._resource = await self._pool._acquire(self._seconds)
+        return self._resource
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        pool = self._pool
+        resource = self._resource
+        del self._resource
+        if error is not None and isinstance(error, pool.options.discard_on):
+            pool._broken.add(id(resource))
+        await pool._release(resource)
 
 
 __all__ = [

@@ -170,15 +170,15 @@ class RateLimiter:
             return None
         buckets.move_to_end(key)
         rate = self._rate
-        slack = _slack(now)
         # Full since origin + taken / rate: then it is as if new, full at ``now``.
-        if now > bucket.origin + bucket.taken / rate + slack:
+        full_at = bucket.origin + bucket.taken / rate
+        if now > full_at and now - full_at > _slack(now):
             bucket.origin = now
             bucket.taken = 0
         missing = bucket.taken + tokens - self._burst
         if missing > 0:
             ready = bucket.origin + missing / rate
-            if now < ready - slack:
+            if now < ready and ready - now > _slack(now):
                 return ready - now
         bucket.taken += tokens
         return None
