@@ -25,8 +25,8 @@ from foundation_trio.services import telemetry
 protection = ft.protection
 
 bursts = st.integers(min_value=1, max_value=40)
-rates = st.integers(min_value=1, max_value=1000).map(lambda k: k / 10)
-intervals = st.integers(min_value=0, max_value=1600).map(lambda k: k / 100)
+rate_tenths = st.integers(min_value=1, max_value=1000)
+interval_hundredths = st.integers(min_value=0, max_value=1600)
 clock_offsets = st.sampled_from([0.0, 1.0e5 + 0.3])
 
 
@@ -37,9 +37,11 @@ def run_mock(fn: Any, offset: float) -> Any:
 
 
 @settings(max_examples=120, deadline=None)
-@given(burst=bursts, rate=rates, t=intervals, offset=clock_offsets)
-def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, rate, t, offset):
-    expected = burst + math.floor(Fraction(rate) * Fraction(t))
+@given(burst=bursts, tenths=rate_tenths, hundredths=interval_hundredths, offset=clock_offsets)
+def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, tenths, hundredths, offset):
+    rate, t = tenths / 10, hundredths / 100
+    # From the decimal values meant, not from their binary approximations.
+    expected = burst + math.floor(Fraction(tenths, 10) * Fraction(hundredths, 100))
 
     async def greedy() -> tuple[int, int]:
         limiter = protection.RateLimiter("exact", rate=rate, burst=burst)
@@ -73,7 +75,7 @@ def test_token_bucket_admits_exactly_burst_plus_rate_times_t(burst, rate, t, off
 @settings(max_examples=200, deadline=None)
 @given(
     burst=bursts,
-    rate=rates,
+    rate=rate_tenths.map(lambda k: k / 10),
     steps=st.lists(
         st.tuples(
             st.integers(min_value=0, max_value=64 * 5).map(lambda k: k / 64),
