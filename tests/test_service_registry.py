@@ -311,6 +311,25 @@ async def test_the_registry_tree_is_supervised(autojump_clock):
         assert await svc.wait_for("ns", "b", timeout=5) == later
 
 
+async def test_a_restarted_table_starts_empty_and_works(autojump_clock):
+    async with services_node():
+        pid = ft.spawn(idle)
+        svc.register("ns", "a", pid)
+        supervisor = "foundation_trio.services.registry.supervisor"
+        children = {c.id: c.pid for c in await ft.which_children(supervisor)}
+        old_listener = children["listener"]
+        assert children["table"] is not None
+        ft.exit(children["table"], RuntimeError("table owner crashed"))
+        await trio.sleep(0.1)
+        children = {c.id: c.pid for c in await ft.which_children(supervisor)}
+        # REST_FOR_ONE: the listener after it restarted too; the table was cleared.
+        assert children["listener"] != old_listener
+        assert svc.lookup("ns", "a") is None
+        assert ft.is_alive(pid)
+        svc.register("ns", "a", pid)
+        assert svc.lookup("ns", "a") == pid
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 
