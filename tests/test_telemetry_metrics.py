@@ -524,3 +524,17 @@ async def test_a_label_value_whose_str_raises_is_contained(caplog):
     assert len(got) == 2  # the handler still got both
     assert samples == (Sample({"who": "ok"}, 1.0),)
     assert any("could not record" in r.getMessage() for r in caplog.records)
+
+
+async def test_prometheus_text_of_a_given_snapshot_and_bad_input():
+    async with ft.open_node("t"):
+        ft.telemetry.counter("a_total", "A")
+        snapshot = ft.telemetry.metrics()
+        ft.telemetry.increment("a_total")
+        # the snapshot, not the current values
+        assert "a_total 0.0" in ft.telemetry.prometheus_text(snapshot)
+        assert "a_total 1.0" in ft.telemetry.prometheus_text()
+        with pytest.raises(TypeError, match="metrics_"):
+            ft.telemetry.prometheus_text({"a_total": 1.0})  # type: ignore[dict-item]
+        with pytest.raises(TypeError, match="metrics_"):
+            ft.telemetry.prometheus_text(["a_total"])  # type: ignore[arg-type]

@@ -1123,7 +1123,16 @@ def prometheus_text(metrics_: Mapping[str, Metric] | None = None) -> str:
     ``le="+Inf"``, then ``_sum`` and ``_count``. Label values and help texts are
     escaped as the format requires.
     """
-    found = metrics() if metrics_ is None else metrics_
+    found: Mapping[str, Metric]
+    if metrics_ is None:
+        found = metrics()
+    elif isinstance(metrics_, Mapping) and all(isinstance(m, Metric) for m in metrics_.values()):
+        found = metrics_
+    else:
+        raise TypeError(
+            "prometheus_text(): metrics_ must be None or a mapping of names to Metric "
+            f"(as metrics() returns), got {metrics_!r}"
+        )
     lines: list[str] = []
     for name in sorted(found):
         metric = found[name]
