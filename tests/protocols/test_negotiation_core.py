@@ -6,8 +6,9 @@ import math
 from collections import Counter
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from foundation_trio.protocols.contract_net import (
     Accept,
@@ -358,3 +359,79 @@ def test_reputation_as_gate_and_tie_breaker() -> None:
         ReputationConfig(decay=1.0)
     with pytest.raises(TypeError, match="task_id"):
         book.report("a", [1], 0.5)  # type: ignore[arg-type]
+
+
+class ContractNetMachine(RuleBasedStateMachine):
+    """Any interleaving of answers, deadline, completion, failures and cancel: every
+    proposer ends with exactly one accept or reject, and one contractor works at a time."""
+
+    AGENTS = ("a", "b", "c", "d", "e")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = ContractNet(self.AGENTS, deadline=5.0, config=ContractNetConfig(standby=2))
+        self.sent: list[Effect] = []
+        self.proposers: set[str] = set()
+        self.first_answered: set[str] = set()
+        self.failed: set[str] = set()
+        self.seq = 0
+
+    def feed(self, effects: tuple[Effect, ...]) -> None:
+        self.sent.extend(effects)
+
+    @rule(agent=st.sampled_from(AGENTS), cost=st.integers(0, 5), late=st.booleans())
+    def propose(self, agent: str, cost: int, late: bool) -> None:
+        if agent not in self.first_answered:
+            self.first_answered.add(agent)
+            self.proposers.add(agent)
+        self.seq += 1
+        self.feed(self.net.propose(agent, float(cost), seq=self.seq, now=6.0 if late else 1.0))
+
+    @precondition(lambda self: self.net.result is None)
+    @rule(agent=st.sampled_from(AGENTS))
+    def refuse(self, agent: str) -> None:
+        self.first_answered.add(agent)
+        self.feed(self.net.refuse(agent))
+
+    @precondition(lambda self: self.net.result is None and self.net.contractor is None)
+    @rule()
+    def close(self) -> None:
+        self.feed(self.net.close_proposals())
+
+    @precondition(lambda self: self.net.result is None and self.net.contractor is not None)
+    @rule(succeed=st.booleans())
+    def contractor_reports(self, succeed: bool) -> None:
+        contractor = self.net.contractor
+        assert contractor is not None
+        if succeed:
+            self.feed(self.net.done(contractor, "ok"))
+        else:
+            self.failed.add(contractor)
+            self.feed(self.net.failure(contractor, "broke"))
+
+    @precondition(lambda self: self.net.result is None)
+    @rule()
+    def cancel(self) -> None:
+        self.feed(self.net.cancel())
+
+    @invariant()
+    def at_most_one_answer_each_and_one_accept_outstanding(self) -> None:
+        answered = Counter(e.agent for e in self.sent if isinstance(e, Accept | Reject))
+        assert all(n == 1 for n in answered.values()), self.sent
+        assert set(answered) <= self.proposers
+        working = [
+            e.agent for e in self.sent if isinstance(e, Accept) and e.agent not in self.failed
+        ]
+        assert len(working) <= 1
+
+    @invariant()
+    def once_over_every_proposer_has_its_answer(self) -> None:
+        if self.net.result is None:
+            return
+        answered = {e.agent for e in self.sent if isinstance(e, Accept | Reject)}
+        # Proposals that arrived while open were all answered; later ones at arrival.
+        assert answered == self.proposers
+
+
+TestContractNetMachine = ContractNetMachine.TestCase
+TestContractNetMachine.settings = settings(max_examples=80, stateful_step_count=25)
