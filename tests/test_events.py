@@ -453,3 +453,22 @@ async def test_the_public_open_node_boots_config_then_events(tmp_path):
     with pytest.raises(TypeError, match="config must be None, a mapping"):
         async with ft.open_node("pub", config=3):
             pytest.fail("started")
+
+
+async def test_a_cancelled_store_leaves_the_server_working(store_config):
+    async with node(store_config, FakeClock()):
+        event = events.new_event("t", 1)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await events.store(event)
+        assert scope.cancelled_caught
+        # the request was in the server's mailbox: it is stored, exactly once
+        with trio.fail_after(5):
+            while await events.get(event.id) is None:
+                await trio.lowlevel.checkpoint()
+        with pytest.raises(DuplicateEvent):
+            await events.store(event)
+        later = events.new_event("t", 2)
+        await events.store(later)
+        assert await events.query() == [event, later]
+        assert (await events.stats()).stored == 2

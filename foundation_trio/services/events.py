@@ -793,6 +793,9 @@ async def store_batch(events: Iterable[Event]) -> list[str]:
     """Store ``events`` in one write (one transaction for SQLite): all or none.
 
     Much faster per event than :func:`store` in a loop. Returns their ids.
+    Waits for the events server without a timeout. Cancelling the wait abandons
+    it, but not the write: the server may still store the events, so check with
+    :func:`get` before storing them again.
     """
     if isinstance(events, Event) or not isinstance(events, Iterable):
         raise TypeError(f"events.store_batch() takes an iterable of Events, got {events!r}")
