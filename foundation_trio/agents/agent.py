@@ -192,6 +192,11 @@ class Agent(GenServer):
         self.capabilities = spec.capabilities
         self.metadata = spec.metadata
         await self.setup(*spec.args, **spec.kwargs)
+        from .registry import AgentSystem
+
+        system = self._process.node.find_extension(AgentSystem)
+        if system is not None:
+            system.agent_ready(self.agent_id, self._process)
 
     async def setup(self, *args: Any, **kwargs: Any) -> None:
         """Prepare the agent's state. Raising fails the start (or the restart)."""

@@ -14,7 +14,9 @@ hearing of it.
 
 The system starts on the node with the first call that needs it
 (:func:`register_agent`, ...). Status changes come from the supervisors'
-lifecycle events (``Node.add_hook``).
+agents themselves (an :class:`~.agent.Agent` reports when its ``setup`` has
+returned) and from exit hooks on their processes and on their supervisors, so
+they are exact at every instant and cost nothing to the rest of the node.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import attrs
 import trio
 
 from ..runtime.errors import CallTimeout, NoProcess, ServerExited, StartError
-from ..runtime.events import ChildStarted, LifecycleEvent, SupervisorGaveUp
 from ..runtime.node import Node, current_node
 from ..runtime.pid import ExitReason, Pid, Shutdown, is_orderly
+from ..runtime.process import Process
 from ..runtime.registry import Registry, Via
 from ..runtime.server import call
 from ..runtime.spec import (
@@ -40,7 +42,7 @@ from ..runtime.spec import (
     Restart,
     SupervisorSpec,
 )
-from ..runtime.supervisor import start_child, terminate_child
+from ..runtime.supervisor import GAVE_UP, start_child, terminate_child
 from ..services import telemetry
 from . import telemetry as tm
 from .agent import AgentSpec, AgentStatus
@@ -91,15 +93,6 @@ class AgentInfo:
     spec: AgentSpec
 
 
-@attrs.frozen
-class _AgentChild:
-    """The child id of an agent inside its own supervisor: how lifecycle events are
-    recognised as this system's (``token`` is unique per system)."""
-
-    token: int
-    agent_id: str
-
-
 @attrs.define
 class _Record:
     spec: AgentSpec
@@ -110,8 +103,6 @@ class _Record:
     next_check: float = math.inf
     last_exit: object = None
 
-
-_tokens = iter(range(1, 1 << 62))
 
 _EVENT_OF = {
     "started": tm.AGENT_STARTED,
@@ -128,10 +119,8 @@ class AgentSystem:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.token = next(_tokens)
         self.directory = Registry("unique", name=f"agents@{node.name}")
         self.records: dict[str, _Record] = {}
-        self.by_supervisor: dict[Pid, str] = {}
         self.supervisor: Pid | None = None
         self.ready = trio.Event()
         self.start_error: BaseException | None = None
@@ -158,43 +147,55 @@ class AgentSystem:
     def target(self, agent_id: str) -> Via:
         return Via(self.directory, agent_id)
 
-    # -- lifecycle events from the agents' supervisors -------------------------------------
+    # -- lifecycle, reported by the agents themselves and by exit hooks --------------------
 
-    def on_event(self, event: LifecycleEvent) -> None:
-        if isinstance(event, ChildStarted):
-            child = event.child_id
-            if isinstance(child, _AgentChild) and child.token == self.token:
-                record = self.records.get(child.agent_id)
-                if record is not None and event.pid is not None:
-                    self._started(child.agent_id, record, event.supervisor, event.pid)
-        elif isinstance(event, SupervisorGaveUp) and event.supervisor in self.by_supervisor:
-            agent_id = self.by_supervisor[event.supervisor]
-            record = self.records.get(agent_id)
-            if record is not None and record.supervisor == event.supervisor:
-                record.status = AgentStatus.FAILED
-                logger.error("agent %r failed: its restart intensity was exceeded", agent_id)
-                self._tell(agent_id, "failed", record.last_exit)
+    def agent_ready(self, agent_id: str, process: Process) -> None:
+        """Called by :meth:`Agent.init` once ``setup`` has returned, in the agent's process.
 
-    def _started(self, agent_id: str, record: _Record, supervisor: Pid | None, pid: Pid) -> None:
+        Only an incarnation started by this system counts: its process holds the
+        agent's directory entry (registered by its supervisor before ``init``).
+        """
+        record = self.records.get(agent_id)
+        if record is None or self.directory.whereis(agent_id) != process.pid:
+            return
         restarted = record.status is AgentStatus.RESTARTING
         if restarted:
             record.restarts += 1
-        if supervisor is not None:
-            record.supervisor = supervisor
-            self.by_supervisor[supervisor] = agent_id
         record.status = AgentStatus.RUNNING
         interval = record.spec.health_interval
         if interval is not None:
             record.next_check = trio.current_time() + interval
             self._health_wakeup.set()
-        process = self.node.processes.get(pid.id)
-        if process is None:
-            # It ended before its supervisor reported the start; the reason is
-            # gone with the process, so it counts as a crash.
-            self._exited(agent_id, record, None)
-            return
         process.add_exit_hook(lambda _, reason: self._exited(agent_id, record, reason))
         self._tell(agent_id, "restarted" if restarted else "started", None)
+
+    def supervisor_started(self, agent_id: str, record: _Record, pid: Pid) -> None:
+        """Watch the agent's own supervisor: its giving up is the escalation that marks
+        the agent failed."""
+        record.supervisor = pid
+        process = self.node.processes.get(pid.id)
+        if process is None:
+            # It gave up (or was stopped) before start_agent got its pid back.
+            self._gave_up(agent_id, record, pid)
+            return
+        process.add_exit_hook(
+            lambda _, reason: self._supervisor_exited(agent_id, record, pid, reason)
+        )
+
+    def _supervisor_exited(
+        self, agent_id: str, record: _Record, pid: Pid, reason: ExitReason
+    ) -> None:
+        if reason == GAVE_UP:
+            self._gave_up(agent_id, record, pid)
+
+    def _gave_up(self, agent_id: str, record: _Record, pid: Pid) -> None:
+        if self.records.get(agent_id) is not record or record.supervisor != pid:
+            return
+        if record.status is AgentStatus.STOPPING:
+            return
+        record.status = AgentStatus.FAILED
+        logger.error("agent %r failed: its restart intensity was exceeded", agent_id)
+        self._tell(agent_id, "failed", record.last_exit)
 
     def _exited(self, agent_id: str, record: _Record, reason: ExitReason | None) -> None:
         """Runs synchronously as the agent's process exits (a process exit hook)."""
@@ -303,7 +304,6 @@ async def agent_system() -> AgentSystem:
             tm.declare_metrics()
         system = AgentSystem(node)
         node.set_extension(AgentSystem, system)
-        node.add_hook(system.on_event)
         try:
             system.supervisor = await node.start_supervisor(
                 [ChildSpec("health", _run_health, args=(system,))],
@@ -314,7 +314,6 @@ async def agent_system() -> AgentSystem:
         except BaseException as exc:
             system.start_error = exc
             node.remove_extension(AgentSystem)
-            node.remove_hook(system.on_event)
             raise
         finally:
             system.ready.set()
@@ -360,7 +359,7 @@ async def start_agent(agent_id: str) -> Pid:
     spec = record.spec
     permanent = spec.restart is Restart.PERMANENT
     agent_child = ChildSpec(
-        _AgentChild(system.token, agent_id),
+        agent_id,
         spec.agent,
         args=(spec,),
         restart=spec.restart,
@@ -380,7 +379,7 @@ async def start_agent(agent_id: str) -> Pid:
     record.health = Health()
     assert system.supervisor is not None
     try:
-        await start_child(
+        supervisor = await start_child(
             system.supervisor,
             ChildSpec(("agent", agent_id), own_supervisor, restart=Restart.TEMPORARY),
         )
@@ -388,6 +387,7 @@ async def start_agent(agent_id: str) -> Pid:
         record.status = AgentStatus.FAILED
         record.last_exit = exc.reason
         raise
+    system.supervisor_started(agent_id, record, supervisor)
     pid = system.live_pid(agent_id)
     if pid is None:
         raise AgentNotRunning(agent_id, record.status.value)
@@ -412,8 +412,6 @@ async def stop_agent(agent_id: str) -> None:
         # Its supervisor ended by itself meanwhile (it gave up); nothing left to stop.
         pass
     finally:
-        if record.supervisor is not None:
-            system.by_supervisor.pop(record.supervisor, None)
         record.supervisor = None
         record.next_check = math.inf
         if record.status is AgentStatus.STOPPING:

@@ -324,3 +324,20 @@ async def test_health_checks_run_every_interval_and_record_failures(autojump_clo
         assert health.checked_at == pytest.approx(start + 50)
         await trio.sleep(10)
         assert ft.agents.agent_info("h").health.consecutive_failures == 2
+
+
+async def test_the_agent_system_adds_no_node_wide_hooks_and_ignores_foreign_incarnations():
+    async with open_node("t"):
+        await ft.agents.register_agent(AgentSpec("a", Quiet))
+        await ft.agents.start_agent("a")
+        # statuses come from the agents and from exit hooks: nothing slows down
+        # every other process start and exit on the node
+        assert ft.current_node().lifecycle_hooks == []
+        await ft.agents.register_agent(AgentSpec("b", Quiet))
+        # the same class started by hand, outside the agent system, is not agent "b"
+        stray = await ft.start_server(Quiet, AgentSpec("b", Quiet))
+        assert ft.agents.agent_status("b") is AgentStatus.STOPPED
+        with pytest.raises(AgentNotFound):
+            ft.agents.whereis_agent("b")
+        await ft.stop(stray)
+        assert ft.agents.agent_status("b") is AgentStatus.STOPPED
