@@ -170,6 +170,31 @@ async def test_a_cancelled_protected_call_returns_its_resource_and_frees_its_tri
         assert breaker.state is protection.BreakerState.CLOSED
 
 
+async def test_factory_errors_count_as_failures(autojump_clock):
+    attempts = []
+
+    async def refuse() -> Conn:
+        attempts.append(trio.current_time())
+        raise ConnectionRefusedError("db is down")
+
+    async with ft.open_node("p"):
+        protected = protection.configure(
+            "db",
+            breaker={"failure_threshold": 2, "recovery_time": 30.0},
+            pool={"factory": refuse, "size": 1},
+        )
+        for _ in range(2):
+            with pytest.raises(ConnectionRefusedError):
+                await protection.execute_protected("db", echo, 0)
+        assert protected.breaker is not None
+        assert protected.breaker.state is protection.BreakerState.OPEN
+        with pytest.raises(protection.CircuitOpen):
+            await protection.execute_protected("db", echo, 0)
+        assert len(attempts) == 2  # the open breaker spared the factory
+        assert protected.pool is not None
+        assert protected.pool.stats().in_use == 0
+
+
 async def test_a_key_without_parts_just_runs_the_function(autojump_clock):
     async with ft.open_node("p"):
         protection.configure("plain")

@@ -208,6 +208,14 @@ async def test_guard_and_manual_reset(autojump_clock):
     assert breaker.state is OPEN
     breaker.reset()
     assert breaker.state is CLOSED
+    # A reset also forgets the failures counted while closed, and the calls in flight.
+    breaker = protection.CircuitBreaker("db", failure_threshold=2)
+    in_flight = breaker.admit()
+    await failures(breaker, 1)
+    breaker.reset()
+    assert breaker.failures == 0
+    breaker.record(in_flight, ConnectionError("late"))
+    assert breaker.failures == 0
     with breaker.guard():
         pass
     ticket = breaker.admit()

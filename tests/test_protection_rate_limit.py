@@ -176,6 +176,8 @@ def test_bad_input_raises_typed_errors_naming_the_argument():
         limiter.acquire(tokens=0)
     with pytest.raises(TypeError, match="tokens"):
         limiter.acquire(tokens=1.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="key must be hashable"):
         limiter.acquire(["unhashable"])
+    with pytest.raises(TypeError, match="key must be hashable"):
+        limiter.acquire(("tuple", ["holding a list"]))
     assert len(limiter) == 0

@@ -271,10 +271,12 @@ class CircuitBreaker:
         return Outcome.NEUTRAL
 
     def reset(self) -> None:
-        """Close the breaker by hand (calls in flight no longer count)."""
+        """Close the breaker by hand, with no failures counted; calls in flight no
+        longer count."""
         if self._state is not BreakerState.CLOSED:
             self._close()
-        self._failures = 0
+        else:
+            self._enter(BreakerState.CLOSED)
 
     # -- transitions -------------------------------------------------------------------
 

@@ -85,6 +85,14 @@ class _Bucket:
         self.taken = taken
 
 
+def _hashes(key: object) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
 def _slack(now: float) -> float:
     return 1e-9 + 4 * math.ulp(now)
 
@@ -131,7 +139,14 @@ class RateLimiter:
         """
         if type(tokens) is not int or not 1 <= tokens <= self._burst:
             self._check_tokens(tokens)
-        retry_after = self._take(key, tokens)
+        try:
+            retry_after = self._take(key, tokens)
+        except TypeError:
+            if not isinstance(key, Hashable) or not _hashes(key):
+                raise TypeError(
+                    f"RateLimiter.acquire(): key must be hashable, got {key!r}"
+                ) from None
+            raise
         if retry_after is not None:
             emit(
                 "protection.rate_limit.rejected",
