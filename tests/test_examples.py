@@ -125,6 +125,7 @@ GUIDES = {
     "protection.md": 4,
     "cluster.md": 3,
     "agents.md": 13,
+    "society.md": 7,
 }
 PROGRAMS = [program for page in GUIDES for program in doc_programs(page)]
 
@@ -141,28 +142,6 @@ def test_guide_program_runs(where: str, code: str):
         capture_output=True,
         text=True,
         timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
-    assert result.stdout.strip(), f"{where} printed nothing"
-
-
-# -- the runnable programs of docs/society.md ------------------------------------------
-
-SOCIETY_PROGRAMS = doc_programs("society.md")
-
-
-def test_society_guide_has_programs():
-    assert len(SOCIETY_PROGRAMS) >= 6
-
-
-@pytest.mark.parametrize(("where", "code"), SOCIETY_PROGRAMS, ids=[w for w, _ in SOCIETY_PROGRAMS])
-def test_society_guide_program_runs(where: str, code: str):
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
         check=False,
     )
     assert result.returncode == 0, f"{where} failed:\n{result.stderr}"
