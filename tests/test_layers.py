@@ -28,6 +28,7 @@ EVERYTHING = frozenset(
     {
         "__init__",
         "_validation",
+        "_errors",
         "_boot",
         "runtime",
         "services",
@@ -80,6 +81,11 @@ ALLOWED: dict[str, frozenset[str]] = {
         }
     ),
 }
+
+# ``FoundationError`` lives in a leaf module that every layer may import, so that
+# the protocol cores' errors derive from it too.
+ALLOWED = {layer: allowed | {"_errors"} for layer, allowed in ALLOWED.items()}
+ALLOWED["_errors"] = frozenset({"_errors"})
 
 # Third-party / stdlib modules a layer must not import (sans-IO: no event loop, no I/O).
 NO_IO = frozenset(

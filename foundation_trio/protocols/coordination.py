@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import TypeAlias
 
+from .._errors import FoundationError
+
 __all__ = [
     "AgentId",
     "CoordinationError",
@@ -41,7 +43,7 @@ __all__ = [
 AgentId: TypeAlias = str
 
 
-class CoordinationError(Exception):
+class CoordinationError(FoundationError):
     """Base class of the errors the coordination protocol cores raise on purpose."""
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._errors import (
+    FoundationError as FoundationError,
+)  # re-exported: the runtime's errors derive from it
+
 if TYPE_CHECKING:
     from .pid import ExitReason, Pid
-
-
-class FoundationError(Exception):
-    """Base class of every error foundation_trio raises on purpose."""
 
 
 class NoNodeError(FoundationError, RuntimeError):

@@ -37,3 +37,11 @@ def test_every_protocol_module_is_pure() -> None:
             assert root not in {"trio", "anyio", "asyncio", "socket"}, (module.name, name)
             if root == "foundation_trio":
                 assert name.startswith("foundation_trio.protocols"), (module.name, name)
+
+
+def test_protocol_errors_are_foundation_errors() -> None:
+    import foundation_trio as ft
+    from foundation_trio.protocols.coordination import CoordinationError, InvalidBid
+
+    assert issubclass(CoordinationError, ft.FoundationError)
+    assert issubclass(InvalidBid, ft.FoundationError)
