@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import (
-    FoundationError as FoundationError,
-)  # re-exported: the runtime's errors derive from it
+# Re-exported: the runtime's errors derive from it, and users import it from here too.
+from .._errors import FoundationError as FoundationError
 
 if TYPE_CHECKING:
     from .pid import ExitReason, Pid
