@@ -6,7 +6,9 @@ runtime hands it every operation whose target is on another node) and the link
 layer's :class:`~.links.LinkEvents` (the links hand it every frame that arrives).
 Each operation becomes one :mod:`~.wire` envelope, sent on the peer's ``data``
 channel, or on ``bulk`` when the frame is larger than :data:`BULK_THRESHOLD`;
-pings use ``control``.
+pings use ``control``. A large ``bytes`` message given to ``send`` is streamed on
+``bulk`` in pieces instead, and joined on the receiving node in a worker thread, so
+that neither event loop spends tens of milliseconds copying it in one step.
 
 Ordering: everything this node sends one peer on one channel goes through one
 :class:`_Outbox`, in the order the operations were made, so the link's per-channel
@@ -532,7 +534,12 @@ class ClusterService:
         elif envelope.exited:
             error = ServerExited(wire.unwire_pid(envelope.server), reason)
         else:
-            error = reason if isinstance(reason, BaseException) else wire.RemoteError("", "")
+            # the reply could not be encoded: the reason is the RemoteError saying so
+            error = (
+                reason
+                if isinstance(reason, BaseException)
+                else wire.RemoteError("CallFailed", f"the call failed: {reason!r}")
+            )
         call.finish(outcome.Error(error))
 
     def _signal(self, peer: str, envelope: wire.Envelope) -> None:
@@ -544,7 +551,8 @@ class ClusterService:
             if watch is None or watch.peer != peer:
                 return
             del self._monitors[ref]
-            pid = envelope.pid if isinstance(envelope.pid, str) else wire.unwire_pid(envelope.pid)
+            # a name nobody had: the Down names the target as the watcher gave it
+            pid = watch.target if isinstance(envelope.pid, str) else wire.unwire_pid(envelope.pid)
             if watch.watcher.alive:
                 reason = wire.decode_reason(envelope.reason)
                 watch.watcher.mailbox.put(Down(ref, pid, reason))
@@ -589,8 +597,8 @@ class ClusterService:
         process = self._local(envelope.target)
         if process is None or not process.alive:
             target = envelope.target
-            reason = wire.ReasonNoProcess(target if isinstance(target, str) else str(target))
-            down = wire.DownSignal(envelope.ref, target, reason)
+            shown = target if isinstance(target, str) else str(wire.unwire_pid(target))
+            down = wire.DownSignal(envelope.ref, target, wire.ReasonNoProcess(shown))
             self._put(peer, wire.encode_envelope(down))
             return
         key = (peer, envelope.ref)
@@ -637,14 +645,18 @@ class ClusterService:
     def _local_exit(self, process: Process, reason: ExitReason) -> None:
         self._hooked.discard(process)
         pid = process.pid
+        # encoded at most once, and only if someone elsewhere needs it (an
+        # exception's traceback is formatted for it)
         encoded: wire.Reason | None = None
         for remote in self._links.pop(process, ()):
-            encoded = encoded or wire.encode_reason(reason)
+            if encoded is None:
+                encoded = wire.encode_reason(reason)
             signal = wire.ExitSignal(wire.wire_pid(pid), wire.wire_pid(remote), encoded, True)
             self._put(remote.node, wire.encode_envelope(signal))
         for peer, ref in self._watchers.pop(process, ()):
             self._watched.pop((peer, ref), None)
-            encoded = encoded or wire.encode_reason(reason)
+            if encoded is None:
+                encoded = wire.encode_reason(reason)
             down = wire.DownSignal(ref, wire.wire_pid(pid), encoded)
             self._put(peer, wire.encode_envelope(down))
         for watch_ref, watch in [
