@@ -315,7 +315,7 @@ async def test_a_restarted_table_starts_empty_and_works(autojump_clock):
     async with services_node():
         pid = ft.spawn(idle)
         svc.register("ns", "a", pid)
-        supervisor = "foundation_trio.services.registry.supervisor"
+        supervisor = "ft.services"
         children = {c.id: c.pid for c in await ft.which_children(supervisor)}
         old_listener = children["listener"]
         assert children["table"] is not None

@@ -303,7 +303,7 @@ async def test_the_service_is_supervised_and_keeps_handlers_across_a_restart():
         [sup] = [
             c
             for c in await ft.which_children(node.root.pid)
-            if c.id == "foundation_trio.telemetry"
+            if c.id == "ft.telemetry"
         ]
         [server] = await ft.which_children(sup.pid)
         assert server.id == "server" and server.pid is not None

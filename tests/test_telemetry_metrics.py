@@ -292,7 +292,7 @@ async def test_metrics_are_per_node_and_kept_across_a_server_restart():
         ft.telemetry.counter("c_total")
         ft.telemetry.increment("c_total")
         sups = await ft.which_children(node.root.pid)
-        [sup] = [c for c in sups if c.id == "foundation_trio.telemetry"]
+        [sup] = [c for c in sups if c.id == "ft.telemetry"]
         [server] = await ft.which_children(sup.pid)
         ref = ft.monitor(server.pid)
         ft.exit(server.pid, ft.KILLED)

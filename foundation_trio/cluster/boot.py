@@ -16,7 +16,7 @@ from .remote import ClusterService
 def cluster_boot(options: Cluster | str) -> BootStep:
     """The boot step that joins the node to a cluster with ``options``.
 
-    It starts a supervisor (``"cluster"``, a child of the root) whose one child runs
+    It starts a supervisor (``"ft.cluster"``, a child of the root) whose one child runs
     the node's links (listening, dialling the seeds, reconnecting) and the remote
     process service; it returns once the endpoint listens, so that
     ``ft.cluster_address()`` is known in the body. Then it installs the service as
@@ -41,7 +41,7 @@ def cluster_boot(options: Cluster | str) -> BootStep:
 
         await node.start_supervisor(
             [ChildSpec("links", run_links, restart=Restart.PERMANENT)],
-            id="cluster",
+            name="ft.cluster",
             max_restarts=3,
             max_seconds=5.0,
         )

@@ -585,7 +585,7 @@ def boot_step(config: object = None) -> BootStep:
         node.set_extension(ConfigService, service)
         await node.start_supervisor(
             [ChildSpec("config", ConfigServer, args=(service,), name=SERVER_NAME)],
-            name="foundation_trio.config.supervisor",
+            name="ft.config",
         )
 
     return start_config

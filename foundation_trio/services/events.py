@@ -735,7 +735,7 @@ def boot_step(*, clock: Clock | None = None) -> BootStep:
         node.set_extension(EventsService, service)
         await node.start_supervisor(
             [ChildSpec("events", EventsServer, args=(service,), name=SERVER_NAME)],
-            name="foundation_trio.events.supervisor",
+            name="ft.events",
         )
 
     return start_events

@@ -243,7 +243,7 @@ async def boot(node: Node) -> None:
             ChildSpec("listener", ServiceRegistryServer, args=(state,), name=SERVER_NAME),
         ],
         strategy=Strategy.REST_FOR_ONE,
-        name="foundation_trio.services.registry.supervisor",
+        name="ft.services",
     )
 
 

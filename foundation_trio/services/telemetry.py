@@ -1180,7 +1180,7 @@ class TelemetryServer(GenServer):
 async def boot(node: Node) -> None:
     """Boot step: start the telemetry service under the node's root supervisor."""
     await node.start_supervisor(
-        [ChildSpec("server", TelemetryServer)], id="foundation_trio.telemetry"
+        [ChildSpec("server", TelemetryServer)], name="ft.telemetry"
     )
 
 

@@ -300,7 +300,7 @@ async def boot(node: Node) -> None:
     node.set_extension(Protection, state)
     await node.start_supervisor(
         [ChildSpec("protection", ProtectionServer, args=(state,), name=SERVER_NAME)],
-        name="foundation_trio.services.protection.supervisor",
+        name="ft.protection",
     )
 
 
