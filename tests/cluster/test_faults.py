@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 import trio
-from _links_helpers import start, wait_channels, wait_linked
+import trio.testing
+from _links_helpers import COOKIE, Recorder, start, wait_channels, wait_linked
 
+from foundation_trio.cluster.errors import NotConnected
 from foundation_trio.cluster.faults import IN, OUT, FaultInjector
-from foundation_trio.cluster.links import Backoff, Channel
+from foundation_trio.cluster.links import Backoff, Channel, Links
+from foundation_trio.cluster.options import Cluster
 
 MESSAGES = [b"m%d" % i for i in range(1000)]
 
@@ -130,3 +134,36 @@ async def test_drop_and_duplicate_on_a_live_link(nursery: trio.Nursery) -> None:
     numbers = [int(m) for m in got[::2]]
     assert numbers == sorted(numbers)  # what arrives is in order
     assert 60 < kept < 140
+
+
+async def test_reconnection_follows_the_seeded_backoff(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[float] = []
+    done = trio.Event()
+
+    async def refused(address: str, channel: Channel, link: object, **_: object) -> None:
+        attempts.append(trio.current_time())
+        if len(attempts) == 7:
+            done.set()
+        raise NotConnected(address, "refused (test)")
+
+    options = Cluster(
+        cookie=COOKIE,
+        seeds=["127.0.0.1:9"],
+        reconnect_min=0.5,
+        reconnect_max=4.0,
+        reconnect_jitter=0.25,
+        rng=random.Random(11),
+    )
+    links = Links("a", options, Recorder())
+    monkeypatch.setattr(links, "_dial", refused)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(links.run)
+        with trio.fail_after(100):
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    expected = Backoff(0.5, 4.0, 0.25, random.Random(11))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    for gap, want in zip(gaps, [expected.next() for _ in gaps], strict=True):
+        assert gap == pytest.approx(want, abs=1e-6)
