@@ -35,7 +35,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from ..runtime.errors import NoNodeError
+from ..runtime.errors import ConfigError, NoNodeError
 from ..runtime.node import _check_node_name
 from ..services import telemetry
 from . import framing
@@ -88,6 +88,9 @@ _CLOSE_PROTOCOL = 1002
 _CLOSE_REPLACED = 4000
 _CLOSE_DOWN = 4001
 _DUPLICATE = "duplicate connection"
+_RECEIVE_BUFFER = 64 * 1024
+"""Bytes read from a socket at once (trio-websocket reads 4 KiB by default, which
+takes 16 reads and 16 parser rounds per 64 KiB chunk)."""
 
 
 class LinkEvents(Protocol):
@@ -633,7 +636,11 @@ class Links:
         request = await _unless_ended(
             tracked,
             trio_websocket.wrap_server_stream(
-                ws_nursery, stream, max_message_size=MAX_MESSAGE, message_queue_size=1
+                ws_nursery,
+                stream,
+                max_message_size=MAX_MESSAGE,
+                message_queue_size=1,
+                receive_buffer_size=_RECEIVE_BUFFER,
             ),
         )
         if request is None:
@@ -802,6 +809,7 @@ class Links:
                 WS_PATH,
                 max_message_size=MAX_MESSAGE,
                 message_queue_size=1,
+                receive_buffer_size=_RECEIVE_BUFFER,
             ),
         )
         if ws is None:
@@ -864,7 +872,9 @@ class Links:
             link is None or link.down.is_set() or self._links.get(peer.name) is not link
         ):
             raise NotConnected(peer.name, "the link went down while its channels were dialled")
-        return self._register(peer, channel, ws, tracked, dialer=self.name, link=link)
+        return self._register(
+            peer, channel, ws, tracked, dialer=self.name, link=link, dialled_host=host
+        )
 
     def _register(
         self,
@@ -875,13 +885,14 @@ class Links:
         *,
         dialer: str,
         link: _Link | None,
+        dialled_host: str | None = None,
     ) -> _Conn:
         if link is None:
             assert channel is Channel.CONTROL
             link = _Link(
                 name=peer.name,
                 incarnation=peer.incarnation,
-                address=peer.address,
+                address=_dial_back_address(peer.address, dialled_host),
                 dialer=dialer,
                 queues={
                     c: SendQueue(peer.name, c.value, self.options.channel(c).send_queue_size)
@@ -1058,6 +1069,19 @@ class Links:
                 await trio.lowlevel.checkpoint()
                 if self._links.get(self._address_names.get(address, "")) is None:
                     await trio.sleep(backoff.next())
+
+
+def _dial_back_address(advertised: str, dialled_host: str | None) -> str:
+    """Where to dial a peer's other channels: the address it advertised, except that
+    a peer listening on every interface (``0.0.0.0``, ``::``) without an
+    ``advertise`` option is reached at the host we dialled for its control channel."""
+    try:
+        host, port = parse_address(advertised)
+    except ConfigError:
+        return advertised
+    if dialled_host is not None and host in ("0.0.0.0", "::"):
+        return format_address(dialled_host, port)
+    return advertised
 
 
 class _Rejected(Exception):

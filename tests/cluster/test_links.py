@@ -257,3 +257,12 @@ async def test_connect_failures(nursery: trio.Nursery) -> None:
     links = Links("x", a.options, Recorder())
     with pytest.raises(RuntimeError, match="run"):
         await links.connect(a.address)
+
+
+def test_channels_of_a_peer_listening_everywhere_are_dialled_where_control_was() -> None:
+    from foundation_trio.cluster.links import _dial_back_address
+
+    assert _dial_back_address("0.0.0.0:7400", "10.0.0.5") == "10.0.0.5:7400"
+    assert _dial_back_address("[::]:7400", "fe80::1") == "[fe80::1]:7400"
+    assert _dial_back_address("10.0.0.6:7400", "10.0.0.5") == "10.0.0.6:7400"
+    assert _dial_back_address("0.0.0.0:7400", None) == "0.0.0.0:7400"
