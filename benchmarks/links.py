@@ -28,9 +28,11 @@ Figures:
     payload of ``payload_mb`` MB is sent on the bulk channel to the same peer:
     p50/p99/max of the pings sent during the transfer, the transfer time, and the
     longest event-loop stall on either side (a task sleeping 1 ms in a loop
-    records how late it wakes). ``raw_head_of_line`` is the baseline: the same
-    pings and payload on one bare trio-websocket connection, the payload as one
-    websocket message.
+    records how late it wakes). ``idle_p99_ms`` and ``idle_stall_ms`` are the same
+    measures over one second with no transfer, just before it: what the machine
+    itself adds (on a shared, loaded machine, a lot). ``raw_head_of_line`` is the
+    baseline: the same pings and payload on one bare trio-websocket connection, the
+    payload as one websocket message.
 
 Targets (issue "Cluster links", acceptance 3, the links' share): links one-way
 throughput >= 3x raw one-message-per-ws-message; control p99 during the bulk
@@ -294,44 +296,60 @@ async def links_throughput(links: Links, peer: str, events: ParentEvents, messag
 async def links_head_of_line(
     links: Links, peer: str, events: ParentEvents, payload_mb: int
 ) -> Any:
+    """The pings and stalls of one second with no transfer (the machine's own noise,
+    measured the same way), then those during the transfer."""
     control = events.receivers[Channel.CONTROL]
-    stall = Stall()
     payload = b"B" * (payload_mb * 1024 * 1024)
-    pings: list[float] = []
-    done = trio.Event()
-    transfer = 0.0
-    await links.send(peer, Channel.CONTROL, b"R")
 
-    async def pinger() -> None:
-        while not done.is_set():
+    async def child_stall() -> float:
+        await links.send(peer, Channel.CONTROL, b"S")
+        while True:
+            reply = await control.receive()
+            if reply[:1] == b"S":
+                return float(reply[1:])
+
+    async def phase(transfer: bool) -> tuple[list[float], float, float, float]:
+        stall = Stall()
+        pings: list[float] = []
+        done = trio.Event()
+
+        async def pinger() -> None:
+            while not done.is_set():
+                started = perf_counter()
+                await links.send(peer, Channel.CONTROL, b"P" + MSG)
+                while True:
+                    reply = await control.receive()
+                    if reply[:1] == b"P":
+                        break
+                    assert reply == b"G%d" % len(payload), reply[:20]
+                    done.set()
+                pings.append(perf_counter() - started)
+                await trio.sleep(0.002)
+
+        await links.send(peer, Channel.CONTROL, b"R")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stall.watch)
+            await trio.sleep(0.05)
+            stall.worst = 0.0
+            nursery.start_soon(pinger)
             started = perf_counter()
-            await links.send(peer, Channel.CONTROL, b"P" + MSG)
-            while True:
-                reply = await control.receive()
-                if reply[:1] == b"P":
-                    break
-                assert reply == b"G%d" % len(payload), reply[:20]
+            if transfer:
+                await links.send(peer, Channel.BULK, payload)
+                await done.wait()
+            else:
+                await trio.sleep(1.0)
                 done.set()
-            pings.append(perf_counter() - started)
-            await trio.sleep(0.002)
+            elapsed = perf_counter() - started
+            nursery.cancel_scope.cancel()
+        return pings, elapsed, stall.worst, await child_stall()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stall.watch)
-        await trio.sleep(0.05)
-        stall.worst = 0.0
-        nursery.start_soon(pinger)
-        started = perf_counter()
-        await links.send(peer, Channel.BULK, payload)
-        await done.wait()
-        transfer = perf_counter() - started
-        nursery.cancel_scope.cancel()
-    await links.send(peer, Channel.CONTROL, b"S")
-    while True:
-        reply = await control.receive()
-        if reply[:1] == b"S":
-            break
-    child_stall = float(reply[1:])
-    return head_of_line_figures(pings, transfer, stall.worst, child_stall)
+    idle_pings, _, idle_stall, idle_child_stall = await phase(transfer=False)
+    pings, transfer, stall, receiver_stall = await phase(transfer=True)
+    figures = head_of_line_figures(pings, transfer, stall, receiver_stall)
+    idle = [p * 1e3 for p in idle_pings]
+    figures["idle_p99_ms"] = round(percentile(idle, 0.99), 2)
+    figures["idle_stall_ms"] = round(max(idle_stall, idle_child_stall) * 1e3, 2)
+    return figures
 
 
 def head_of_line_figures(

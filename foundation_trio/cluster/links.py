@@ -140,8 +140,9 @@ def decide_inbound(me: str, peer: str, registered_dialer: str | None, dialling: 
       up, so the new one replaces it.
 
     A dialling node also gives up its dial when it learns, at the challenge, that
-    it already has a registered connection (``Links`` does that). A stateful
-    hypothesis test runs both sides through every interleaving.
+    it already has a registered connection (``Links`` does that).
+    ``tests/cluster/test_links_dedup.py`` runs a model of both sides through
+    message orders chosen by hypothesis.
     """
     if registered_dialer is not None:
         if registered_dialer == me and me < peer:

@@ -1,4 +1,4 @@
-"""The deduplication rule of simultaneous dials, run through every message order.
+"""The deduplication rule of simultaneous dials, run through many message orders.
 
 A small model of two nodes dialling each other follows the steps ``Links`` takes:
 the dialler learns the peer's name at the challenge (and gives up if it already has
