@@ -100,6 +100,9 @@ LEAVE_TIMEOUT: Final = 1.0
 
 NOT_CONNECTED: Final = "not connected"
 
+_NIL: Final = b"\xc0"
+"""``None`` in msgpack: the body of the reply to a ``stop``."""
+
 
 class _Outbox:
     """Everything this node sends one peer on one channel, in order.
@@ -579,6 +582,8 @@ class ClusterService:
                 names.pop(envelope.name, None)
             else:
                 names[envelope.name] = Pid(peer, envelope.id)
+        elif isinstance(envelope, wire.Stop):
+            self._incoming_stop(peer, envelope)
         elif isinstance(envelope, wire.Leaving):
             self._put(peer, wire.encode_envelope(wire.LeavingAck()))
             self.peer_down(peer, f"node {peer!r} stopped")
@@ -605,6 +610,22 @@ class ClusterService:
         self._watched[key] = process
         self._watchers.setdefault(process, set()).add(key)
         self._hook(process)
+
+    def _incoming_stop(self, peer: str, envelope: wire.Stop) -> None:
+        process = self._local(envelope.target)
+        if process is None or not process.alive:
+            target = envelope.target
+            shown = target if isinstance(target, str) else str(wire.unwire_pid(target))
+            failure = wire.CallFailed(envelope.ref, None, False, wire.ReasonNoProcess(shown))
+            self._put(peer, wire.encode_envelope(failure))
+            return
+        ref = envelope.ref
+
+        def ended(_: Process, __: ExitReason) -> None:
+            self._put(peer, wire.encode_envelope(wire.Reply(ref, wire.Raw(_NIL))))
+
+        process.add_exit_hook(ended)
+        process.stop(wire.decode_reason(envelope.reason))
 
     def _incoming_link(self, peer: str, envelope: wire.Link) -> None:
         sender = wire.unwire_pid(envelope.sender)
@@ -833,6 +854,23 @@ class ClusterService:
         if timeout != math.inf:
             self.node.call_timers.add(slot, target, timeout)
         return await wait_task_rescheduled(slot.abort)
+
+    async def stop(
+        self, caller: Process, node: str, dest: Pid | str, reason: ExitReason, timeout: float
+    ) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        state = self.peers.get(node)
+        if state is None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise NodeDown(node, NOT_CONNECTED)
+        ref = next(self._call_ids)
+        stop = wire.Stop(ref, _wire_target(dest), wire.encode_reason(reason))
+        slot = _PendingCall(self, ref, node, current_task())
+        self.pending[ref] = slot
+        state.put_nowait(wire.encode_envelope(stop))
+        if timeout != math.inf:
+            self.node.call_timers.add(slot, shown_target(node, dest), timeout)
+        await wait_task_rescheduled(slot.abort)
 
     def monitor(self, watcher: Process, ref: Ref, node: str, dest: Pid | str) -> None:
         state = self.peers.get(node)

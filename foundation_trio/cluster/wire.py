@@ -329,6 +329,15 @@ class BulkAbort(Struct, tag=20, array_like=True, forbid_unknown_fields=True):
     stream: int
 
 
+class Stop(Struct, tag=21, array_like=True, forbid_unknown_fields=True):
+    """``stop``: stop ``target`` in order with ``reason``; answered by a :class:`Reply`
+    (``nil``) once it has ended, or a :class:`CallFailed` if there is no such process."""
+
+    ref: int
+    target: WireTarget
+    reason: Reason
+
+
 class Leaving(Struct, tag=17, array_like=True, forbid_unknown_fields=True):
     """The sending node is stopping; sent on ``data`` after everything else. The
     receiver treats it as the node going down and answers :class:`LeavingAck`."""
@@ -359,6 +368,7 @@ Envelope: TypeAlias = (
     | Pong
     | Leaving
     | LeavingAck
+    | Stop
 )
 """Every envelope one node sends another about processes."""
 

@@ -59,6 +59,10 @@ class RemoteRouter(Protocol):
 
     def whereis(self, node: str, name: str) -> Pid | None: ...
 
+    async def stop(
+        self, caller: Process, node: str, dest: Pid | str, reason: ExitReason, timeout: float
+    ) -> None: ...
+
     def names_changed(self, name: str, pid: Pid | None) -> None:
         """A local name was registered to ``pid`` or, with ``None``, dropped."""
 

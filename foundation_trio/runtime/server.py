@@ -423,19 +423,21 @@ async def stop(
     with ``reason``; any other process is cancelled with that reason. A supervised
     process is then handled by its supervisor like any exit with ``reason``.
     Raises :class:`NoProcess` if ``target`` is not alive and :class:`CallTimeout`
-    if it has not ended within ``timeout`` (it keeps stopping).
+    if it has not ended within ``timeout`` (it keeps stopping). A process on
+    another node is stopped through the node's cluster, which adds
+    :class:`NodeDown` (docs/cluster.md).
     """
     await checkpoint_if_cancelled()
     seconds = check_timeout(timeout, "stop()")
-    node = current_process("stop()").node
+    caller = current_process("stop()")
+    node = caller.node
     process = node.lookup(target, name_must_exist=False)
     if process is None:
-        if split_remote(node.name, target) is not None:
-            raise NotImplementedError(
-                f"stop() of {target!r}: stopping a process on another node is not "
-                "implemented; send it a request its server handles by calling self.stop(), "
-                "or send an exit signal with foundation_trio.exit(pid, reason)"
-            )
+        remote = node.remote
+        where = split_remote(node.name, target)
+        if remote is not None and where is not None:
+            await remote.stop(caller, where[0], where[1], reason, seconds)
+            return
         raise NoProcess(target)
     process.stop(reason)
     with trio.move_on_after(seconds):

@@ -651,3 +651,45 @@ async def test_a_cancelled_stream_is_dropped_and_streams_are_bounded(
         await trio.sleep(1)
         assert "b" not in cluster.links["a"].peers()
         assert "larger than" in cluster.network.errors[-1]
+
+
+async def test_stop_a_remote_server(cluster: Cluster, autojump_clock: Any) -> None:
+    stopped: list[Any] = []
+
+    class Stoppable(Counter):
+        async def terminate(self, reason: ft.ExitReason) -> None:
+            stopped.append(reason)
+
+    async def start(name: str) -> ft.Pid:
+        return await ft.start_server(Stoppable, name=name)
+
+    async with open_nodes(["a", "b"], cluster.open) as nodes:
+        await cluster.connect("a", "b")
+        await nodes["b"].run(start, "quick")
+        busy = await nodes["b"].run(start, "busy")
+
+        async def on_a() -> Any:
+            ref = ft.monitor(("quick", "b"))
+            await ft.stop(("quick", "b"), ft.Shutdown("bye"))
+            down = await ft.receive(lambda m: isinstance(m, ft.Down), timeout=0)
+            with pytest.raises(ft.NoProcess):
+                await ft.stop(("quick", "b"))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_ignore_errors, ft.call, busy, "slow", math.inf)
+                await trio.sleep(1)
+                with pytest.raises(ft.CallTimeout):
+                    await ft.stop(busy, timeout=5)  # it finishes "slow" (t=101) first
+                await ft.stop(busy)  # waits for it this time
+            with pytest.raises(ft.NodeDown):
+                await ft.stop(("x", "nowhere"))
+            return down.ref == ref, down.reason
+
+        assert await nodes["a"].run(on_a) == (True, ft.Shutdown("bye"))
+        assert stopped == [ft.Shutdown("bye"), ft.NORMAL]
+
+
+async def _ignore_errors(fn: Any, *args: Any) -> None:
+    try:
+        await fn(*args)
+    except ft.FoundationError:
+        pass
