@@ -21,6 +21,10 @@ An agent without the hook answers :class:`Refusal` (the round records it as
 raises crashes the agent like any GenServer handler (its supervisor restarts it)
 and the round records the participant as ``Crashed``.
 
+Questions and :class:`Refusal` are registered wire records (``ft.wire.register``,
+under ``"ft.agents.<class name>"``), so agents on other nodes answer them the same
+way; a protocol that adds a question registers it likewise.
+
 Every question carries the round's one absolute ``deadline`` (trio time,
 ``None`` outside a round): an agent may use it to bound its own work. The round
 runner fills it in.
@@ -29,10 +33,12 @@ runner fills it in.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
+
+from ..cluster import wire
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -90,7 +96,7 @@ class VoteRequest(Question):
 
     hook: ClassVar[str] = "vote"
     topic: str
-    options: tuple[Hashable, ...] = attrs.field(default=(), converter=_as_tuple)
+    options: tuple[Any, ...] = attrs.field(default=(), converter=_as_tuple)
     round_id: str = ""
 
 
@@ -109,3 +115,9 @@ class ValueRequest(Question):
     version: int
     domain: str = ""
     options: tuple[Any, ...] = attrs.field(default=(), converter=_as_tuple)
+
+
+# Questions and refusals cross nodes as registered wire records, under names that stay
+# the same when the classes move. A protocol that adds a question registers it too.
+for _record in (Refusal, HealthCheck, VoteRequest, ValueRequest):
+    wire.register(_record, name=f"ft.agents.{_record.__name__}")

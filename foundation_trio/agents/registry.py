@@ -48,6 +48,7 @@ from . import telemetry as tm
 from .agent import AgentSpec, AgentStatus
 from .errors import AgentAlreadyRunning, AgentNotFound, AgentNotRunning, DuplicateAgent
 from .messages import HealthCheck
+from .rounds import Participant
 from .telemetry import emit
 
 logger = logging.getLogger("foundation_trio.agents")
@@ -56,6 +57,8 @@ __all__ = [
     "AgentInfo",
     "Health",
     "agent_info",
+    "agent_name",
+    "agent_on",
     "agent_status",
     "find_agents",
     "list_agents",
@@ -167,6 +170,18 @@ class AgentSystem:
             record.next_check = trio.current_time() + interval
             self._health_wakeup.set()
         process.add_exit_hook(lambda _, reason: self._exited(agent_id, record, reason))
+        # A node-wide name too, so that other nodes reach it as (name, node).
+        name = agent_name(agent_id)
+        holder = self.node.names.get(name)
+        if holder is None:
+            self.node.register_name(name, process)
+        elif holder is not process:
+            logger.warning(
+                "agent %r: the name %r is taken by %s; other nodes cannot reach the agent",
+                agent_id,
+                name,
+                holder.pid,
+            )
         self._tell(agent_id, "restarted" if restarted else "started", None)
 
     def supervisor_started(self, agent_id: str, record: _Record, pid: Pid) -> None:
@@ -329,6 +344,25 @@ def _existing_system() -> AgentSystem | None:
 
 
 # -- the public API -----------------------------------------------------------------------
+
+
+def agent_name(agent_id: str) -> str:
+    """The node-wide name a running agent is registered under: ``"agent:<id>"``.
+
+    Other nodes reach the agent as ``(agent_name(id), node)``; see :func:`agent_on`.
+    """
+    if not isinstance(agent_id, str) or not agent_id:
+        raise TypeError(f"an agent id is a non-empty str, got {agent_id!r}")
+    return f"agent:{agent_id}"
+
+
+def agent_on(node: str, agent_id: str) -> Participant:
+    """A round participant for agent ``agent_id`` on node ``node`` (this node or another),
+    reached through the cluster as ``(agent_name(agent_id), node)``; its outcomes are
+    recorded as ``"<agent_id>@<node>"``."""
+    if not isinstance(node, str) or not node:
+        raise TypeError(f"agent_on(): node must be a node name (str), got {node!r}")
+    return Participant(f"{agent_id}@{node}", (agent_name(agent_id), node))
 
 
 async def register_agent(spec: AgentSpec) -> None:
