@@ -727,9 +727,6 @@ class ClusterService:
             )
         self._put(peer, frame)
 
-    def _peer(self, node: str) -> _Peer | None:
-        return self.peers.get(node)
-
     async def send(self, sender: Process, node: str, dest: Pid | str, message: object) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         state = self._connected(node, dest)
