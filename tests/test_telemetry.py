@@ -300,11 +300,7 @@ async def test_the_service_is_supervised_and_keeps_handlers_across_a_restart():
     got: list = []
     async with ft.open_node("t") as node:
         ft.telemetry.attach("r", "a.b", recorder(got))
-        [sup] = [
-            c
-            for c in await ft.which_children(node.root.pid)
-            if c.id == "ft.telemetry"
-        ]
+        [sup] = [c for c in await ft.which_children(node.root.pid) if c.id == "ft.telemetry"]
         [server] = await ft.which_children(sup.pid)
         assert server.id == "server" and server.pid is not None
         ref = ft.monitor(server.pid)

@@ -1179,9 +1179,7 @@ class TelemetryServer(GenServer):
 
 async def boot(node: Node) -> None:
     """Boot step: start the telemetry service under the node's root supervisor."""
-    await node.start_supervisor(
-        [ChildSpec("server", TelemetryServer)], name="ft.telemetry"
-    )
+    await node.start_supervisor([ChildSpec("server", TelemetryServer)], name="ft.telemetry")
 
 
 __all__ = [
