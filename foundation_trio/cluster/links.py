@@ -288,6 +288,7 @@ class Links:
         self._nursery: trio.Nursery | None = None
         self._links_changed = trio.Event()
         self.rejected = 0
+        self._handshaking = 0
         """Incoming connections refused during the handshake, for tests and stats."""
 
     def __repr__(self) -> str:
@@ -588,8 +589,21 @@ class Links:
         except OSError:
             remote = "unknown"
         try:
+            if self._handshaking >= self.options.max_handshakes:
+                # Closed before anything is read: a flood of connections that never
+                # finish their handshake costs at most max_handshakes tasks.
+                self._count_rejection(
+                    f"{self._handshaking} handshakes already in progress "
+                    f"(Cluster.max_handshakes)",
+                    remote,
+                )
+                return
             async with trio.open_nursery() as ws_nursery:
-                conn = await self._accept_handshake(ws_nursery, tracked, remote)
+                self._handshaking += 1
+                try:
+                    conn = await self._accept_handshake(ws_nursery, tracked, remote)
+                finally:
+                    self._handshaking -= 1
                 if conn is not None:
                     await self._run_connection(conn)
                 ws_nursery.cancel_scope.cancel()

@@ -266,6 +266,10 @@ class Cluster:
     """Seconds from accepting (or dialling) a connection to the end of the handshake,
     TCP, TLS and websocket upgrade included; a peer slower than this is closed."""
 
+    max_handshakes: int = attrs.field(default=128, validator=_int_at_least(1))
+    """Incoming connections allowed in their handshake at once; more are closed at
+    once (and counted as rejected handshakes)."""
+
     heartbeat_interval: float = attrs.field(default=1.0, converter=_to_float, validator=_seconds())
     """A control connection with nothing else to send sends a heartbeat this often."""
 

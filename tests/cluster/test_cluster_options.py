@@ -60,6 +60,7 @@ def test_the_cookie_is_never_shown() -> None:
         ({"cookie": "s", "heartbeat_interval": -1}, "Cluster.heartbeat_interval"),
         ({"cookie": "s", "heartbeat_interval": True}, "Cluster.heartbeat_interval"),
         ({"cookie": "s", "peer_down_after": 0}, "Cluster.peer_down_after"),
+        ({"cookie": "s", "max_handshakes": 0}, "Cluster.max_handshakes"),
         ({"cookie": "s", "peer_down_after": 2.5}, "Cluster.peer_down_after"),
         ({"cookie": "s", "reconnect_min": 2.0, "reconnect_max": 1.0}, "Cluster.reconnect_max"),
         ({"cookie": "s", "reconnect_jitter": 1.0}, "Cluster.reconnect_jitter"),

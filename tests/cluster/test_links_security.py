@@ -289,3 +289,26 @@ async def test_random_frames_before_the_handshake_never_get_in(frames: list[byte
         b, rb = await start(nursery, "b", seeds=[a.address])
         await wait_linked((a, ra), (b, rb))
         nursery.cancel_scope.cancel()
+
+
+async def test_handshakes_in_progress_are_limited(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, ra = await start(nursery, "a", handshake_timeout=30, max_handshakes=2)
+    host, port = parse_address(a.address)
+    silent = [await trio.open_tcp_stream(host, port) for _ in range(2)]
+    with trio.fail_after(5):
+        while True:
+            if a._handshaking == 2:
+                break
+            await trio.sleep(0.005)
+    third = await trio.open_tcp_stream(host, port)
+    with trio.fail_after(5):  # far less than the 30 s handshake timeout
+        assert await third.receive_some() == b""
+    await wait_rejected(a)
+    assert "2 handshakes already in progress" in caplog.text
+    assert a._handshaking == 2
+    for stream in [*silent, third]:
+        await stream.aclose()
+    b, rb = await start(nursery, "b", seeds=[a.address])
+    await wait_linked((a, ra), (b, rb))
