@@ -593,8 +593,7 @@ class Links:
                 # Closed before anything is read: a flood of connections that never
                 # finish their handshake costs at most max_handshakes tasks.
                 self._count_rejection(
-                    f"{self._handshaking} handshakes already in progress "
-                    f"(Cluster.max_handshakes)",
+                    f"{self._handshaking} handshakes already in progress (Cluster.max_handshakes)",
                     remote,
                 )
                 return
