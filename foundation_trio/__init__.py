@@ -5,7 +5,7 @@ The public API is re-exported here; import it as ``import foundation_trio as ft`
 
 from . import agents, services, society
 from ._boot import open_node
-from .cluster import wire
+from .cluster import discovery, wire
 from .cluster.errors import (
     FrameTooLarge,
     HandshakeFailed,
@@ -240,6 +240,7 @@ __all__ = [
     "delete_child",
     "demonitor",
     "demonitor_node",
+    "discovery",
     "errors",
     "events",
     "exit",

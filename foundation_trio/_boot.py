@@ -41,8 +41,11 @@ async def open_node(
     remote-process service, so that ``send``, ``call``, ``monitor`` and ``link``
     reach processes on other nodes (see docs/cluster.md); it stops after
     everything the body started and before the services. Anything else than a
-    ``Cluster`` raises :class:`TypeError`; ``"auto"`` (discovery) raises
-    :class:`NotImplementedError`.
+    ``Cluster`` or ``"auto"`` raises :class:`TypeError`. ``"auto"`` builds the
+    options from the environment and discovers the other nodes (DNS in
+    Kubernetes, else mDNS, else nodes of this machine; see
+    :func:`foundation_trio.discovery.auto_cluster` and docs/cluster.md,
+    "Discovery").
     """
     if "boot" in options:
         raise TypeError(

@@ -123,7 +123,7 @@ GUIDES = {
     "events.md": 3,
     "services.md": 3,
     "protection.md": 4,
-    "cluster.md": 3,
+    "cluster.md": 4,
     "agents.md": 13,
     "society.md": 7,
 }

@@ -8,6 +8,7 @@ import trio
 
 from ..runtime.node import BootStep, Node
 from ..runtime.spec import ChildSpec, Restart
+from .discovery import auto_cluster, run_discovery
 from .links import Links
 from .options import Cluster
 from .remote import ClusterService
@@ -22,13 +23,13 @@ def cluster_boot(options: Cluster | str) -> BootStep:
     ``ft.cluster_address()`` is known in the body. Then it installs the service as
     ``node.remote``, the runtime's route to processes on other nodes. If the links
     crash, the child is restarted (up to 3 times in 5 s) with a fresh endpoint:
-    every peer sees the node go down and come back.
+    every peer sees the node go down and come back. With ``options.discovery``, a
+    second child runs the discovery rounds (see ``discovery.py``); ``"auto"``
+    builds the options from the environment (:func:`discovery.auto_cluster`).
     """
     if isinstance(options, str) and options == "auto":
-        raise NotImplementedError(
-            'open_node(cluster="auto"): discovery (mDNS, DNS) is not implemented yet; '
-            "pass foundation_trio.Cluster(listen=..., seeds=[...], cookie=...)"
-        )
+        # The environment is read when the node is opened (docs/cluster.md, Discovery).
+        options = auto_cluster()
     if not isinstance(options, Cluster):
         raise TypeError(f"open_node(cluster=...) takes a foundation_trio.Cluster, got {options!r}")
 
@@ -39,8 +40,18 @@ def cluster_boot(options: Cluster | str) -> BootStep:
         async def run_links(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             await service.run(Links(node.name, options, service), task_status=task_status)
 
+        children = [ChildSpec("links", run_links, restart=Restart.PERMANENT)]
+        discovery = options.discovery
+        if discovery is not None:
+
+            async def discover(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await run_discovery(
+                    lambda: service.links, discovery, options.cookie, task_status=task_status
+                )
+
+            children.append(ChildSpec("discovery", discover, restart=Restart.PERMANENT))
         await node.start_supervisor(
-            [ChildSpec("links", run_links, restart=Restart.PERMANENT)],
+            children,
             name="ft.cluster",
             max_restarts=3,
             max_seconds=5.0,

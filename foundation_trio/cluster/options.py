@@ -20,6 +20,7 @@ import attrs
 
 from .._validation import converter, structure_options
 from ..runtime.errors import ConfigError
+from .discovery import Discovery, to_discovery
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -301,6 +302,10 @@ class Cluster:
     )
     """Randomness of reconnection jitter; give a seeded one in tests."""
 
+    discovery: Discovery | None = attrs.field(default=None, converter=to_discovery, eq=False)
+    """How the node finds the rest of its cluster (``ft.discovery``): a strategy, a
+    list of them or an ``ft.discovery.Discovery``; None for seeds only."""
+
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max < self.reconnect_min:
             raise ConfigError(
@@ -352,3 +357,4 @@ def _structure_passthrough(kind: type[Any]) -> Any:
 # Objects that have no plain-data form are accepted only as themselves.
 converter.register_structure_hook(ClusterTLS, _structure_passthrough(ClusterTLS))
 converter.register_structure_hook(random.Random, _structure_passthrough(random.Random))
+converter.register_structure_hook(Discovery, lambda value, _: to_discovery(value))
