@@ -769,11 +769,18 @@ async def _guarded(what: str, strategy: object, call: Any) -> Any:
         return None
 
 
-async def discovery_round(links: Links, settings: Discovery, me: NodeInfo) -> list[Found]:
+async def discovery_round(
+    links: Links, settings: Discovery, me: NodeInfo, known: dict[str, str] | None = None
+) -> list[Found]:
     """One round: advertise ``me`` with every strategy, collect what they found,
     and dial (concurrently) each found node ``links`` has no link to. Returns
     what was found. A strategy that raises is logged and skipped; a dial that
-    fails is logged at debug level and tried again the next round."""
+    fails is logged at debug level and tried again the next round.
+
+    ``known`` maps addresses to the names they led to, kept from round to round
+    by the caller, so that an address found without a name (DNS) is not dialled
+    again while its node is linked."""
+    known = {} if known is None else known
     found: list[Found] = []
     for strategy in settings.strategies:
         await _guarded("advertise", strategy, strategy.advertise(me))
@@ -791,10 +798,13 @@ async def discovery_round(links: Links, settings: Discovery, me: NodeInfo) -> li
     for item in found:
         if item.address == me.address or item.name == me.name:
             continue
+        name = item.name if item.name is not None else known.get(item.address)
+        if name is not None and name in connected:
+            continue
         if item.name is None:
             if item.address not in anonymous:
                 anonymous.append(item.address)
-        elif item.name not in connected:
+        else:
             by_name.setdefault(item.name, [])
             if item.address not in by_name[item.name]:
                 by_name[item.name].append(item.address)
@@ -806,6 +816,7 @@ async def discovery_round(links: Links, settings: Discovery, me: NodeInfo) -> li
             except (NotConnected, HandshakeFailed, OSError, ConfigError) as error:
                 logger.debug("discovery: could not join %s: %s", address, error)
                 continue
+            known[address] = name
             if name not in connected:
                 logger.info("node %s: discovery joined %s at %s", me.name, name, address)
             return
@@ -834,6 +845,7 @@ async def run_discovery(
     namespace = cluster_namespace(cookie)
     rng = settings.rng if settings.rng is not None else random.Random()
     advertised: dict[str, NodeInfo] = {}
+    known: dict[str, str] = {}
     task_status.started()
     try:
         while True:
@@ -841,7 +853,7 @@ async def run_discovery(
             if links is not None and links.address:
                 me = NodeInfo(links.name, links.address, namespace)
                 advertised[me.name] = me
-                await discovery_round(links, settings, me)
+                await discovery_round(links, settings, me, known)
             factor = 1 + rng.uniform(-settings.jitter, settings.jitter)
             await trio.sleep(settings.interval * factor)
     finally:

@@ -313,7 +313,15 @@ async def dns_server(
             await sock.sendto(response.to_wire(), peer)
 
 
-async def test_dns_a_records(nursery: trio.Nursery) -> None:
+async def test_dns_a_records(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    joins: list[str] = []
+    join_found = disc.join_found
+
+    async def counting(links: Links, address: str) -> str:
+        joins.append(address)
+        return await join_found(links, address)
+
+    monkeypatch.setattr(disc, "join_found", counting)
     async with open_nodes(["b"], opener()) as first:
         port = int(links_of(first["b"]).address.rsplit(":", 1)[1])
         dns_port = await nursery.start(
@@ -331,6 +339,9 @@ async def test_dns_a_records(nursery: trio.Nursery) -> None:
                 return links_of(second["a"]).peers() == ["b"]
 
             await eventually(linked)
+            # A nameless address that led to a linked node is not dialled again.
+            await trio.sleep(0.5)
+            assert joins == [f"127.0.0.1:{port}"]
         missing = Dns("gone.test.", port=1, nameservers=["127.0.0.1"], nameserver_port=dns_port)
         assert await missing.discover(me) == []
 
@@ -495,10 +506,14 @@ async def test_mdns_on_loopback() -> None:
                 await strategy.withdraw(me)
 
 
+def idle_worker(thread: Any) -> bool:
+    return str(thread.name).startswith("Trio thread")
+
+
 async def test_mdns_threads_end_with_the_node() -> None:
     import threading
 
-    before = set(threading.enumerate())
+    before = list(threading.enumerate())
     strategy = Mdns(interfaces=["127.0.0.1"], timeout=0.2)
     open_node = opener(discovery=Discovery(strategy, interval=0.1))
     async with open_nodes(["a"], open_node) as handles:
@@ -508,8 +523,11 @@ async def test_mdns_threads_end_with_the_node() -> None:
 
         await eventually(started)
         assert handles["a"].error is None
-    # zeroconf's loop thread is gone (worker threads of trio's pool may idle on).
-    leftover = [t for t in set(threading.enumerate()) - before if "zeroconf" in t.name.lower()]
+        # zeroconf's own thread runs while the node does.
+        assert [t for t in threading.enumerate() if t not in before and not idle_worker(t)]
+    # It is gone with the node (trio's idle worker threads may linger; they are no
+    # part of zeroconf).
+    leftover = [t for t in threading.enumerate() if t not in before and not idle_worker(t)]
     assert leftover == []
     assert strategy._nodes == {}
 
