@@ -22,6 +22,7 @@ docs/cluster.md, section "Discovery".
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import ipaddress
@@ -43,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 import trio
 
-from ..runtime.errors import ConfigError
+from ..runtime.errors import ConfigError, NoNodeError
+from ..services import telemetry
 from .errors import HandshakeFailed, NotConnected
 from .handshake import PROTOCOL_VERSION
 
@@ -57,6 +59,16 @@ logger = logging.getLogger("foundation_trio.cluster.discovery")
 
 MDNS_SERVICE_TYPE = "_foundation-trio._tcp.local."
 """The mDNS service type nodes advertise and browse."""
+
+ROUND_EVENT = "cluster.discovery.round"
+"""Telemetry event after each discovery round: measurements ``found`` (nodes the
+strategies reported, this node excluded), ``joined`` (links opened this round) and
+``failed`` (strategy calls that raised); metadata ``node``."""
+
+FAILED_EVENT = "cluster.discovery.failed"
+"""Telemetry event of a strategy call that raised: measurement ``count`` (1),
+metadata ``node``, ``strategy`` (its class name), ``step`` (``advertise``,
+``discover`` or ``withdraw``) and ``error`` (the exception's repr)."""
 
 DEFAULT_PORT = 7400
 """The port of ``cluster="auto"`` in Kubernetes (``FT_PORT`` overrides it)."""
@@ -757,14 +769,43 @@ async def join_found(links: Links, address: str) -> str:
     return await links.connect(address)
 
 
-async def _guarded(what: str, strategy: object, call: Any) -> Any:
+def _emit(event: str, measurements: Mapping[str, float], metadata: Mapping[str, object]) -> None:
+    # Strategies may be exercised outside a node (tools, tests): the log is the record.
+    with contextlib.suppress(NoNodeError, LookupError):
+        telemetry.execute(event, measurements, metadata)
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+async def _guarded(
+    what: str, strategy: object, call: Any, me: NodeInfo, failures: _Failures | None = None
+) -> Any:
     try:
         return await call
     except trio.Cancelled:
         raise
-    except Exception:
+    except Exception as error:
         logger.warning(
-            "discovery: %s of %r failed; retrying next round", what, strategy, exc_info=True
+            "node %s: discovery %s of %r failed; retrying next round",
+            me.name,
+            what,
+            strategy,
+            exc_info=True,
+        )
+        if failures is not None:
+            failures.count += 1
+        _emit(
+            FAILED_EVENT,
+            {"count": 1},
+            {
+                "node": me.name,
+                "strategy": type(strategy).__name__,
+                "step": what,
+                "error": repr(error),
+            },
         )
         return None
 
@@ -781,10 +822,11 @@ async def discovery_round(
     by the caller, so that an address found without a name (DNS) is not dialled
     again while its node is linked."""
     known = {} if known is None else known
+    failures = _Failures()
     found: list[Found] = []
     for strategy in settings.strategies:
-        await _guarded("advertise", strategy, strategy.advertise(me))
-        result = await _guarded("discover", strategy, strategy.discover(me))
+        await _guarded("advertise", strategy, strategy.advertise(me), me, failures)
+        result = await _guarded("discover", strategy, strategy.discover(me), me, failures)
         if result is None:
             continue
         for item in result:
@@ -799,7 +841,7 @@ async def discovery_round(
         if item.address == me.address or item.name == me.name:
             continue
         name = item.name if item.name is not None else known.get(item.address)
-        if name is not None and name in connected:
+        if name is not None and (name in connected or name == me.name):
             continue
         if item.name is None:
             if item.address not in anonymous:
@@ -809,15 +851,22 @@ async def discovery_round(
             if item.address not in by_name[item.name]:
                 by_name[item.name].append(item.address)
 
+    joined = 0
+
     async def dial(addresses: list[str]) -> None:
+        nonlocal joined
         for address in addresses:
             try:
                 name = await join_found(links, address)
             except (NotConnected, HandshakeFailed, OSError, ConfigError) as error:
+                if isinstance(error, HandshakeFailed) and "our own node name" in error.reason:
+                    # Our own DNS record: never dial it again.
+                    known[address] = me.name
                 logger.debug("discovery: could not join %s: %s", address, error)
                 continue
             known[address] = name
             if name not in connected:
+                joined += 1
                 logger.info("node %s: discovery joined %s at %s", me.name, name, address)
             return
 
@@ -826,6 +875,14 @@ async def discovery_round(
             nursery.start_soon(dial, addresses)
         for address in anonymous:
             nursery.start_soon(dial, [address])
+    others = {item.name or known.get(item.address) or item.address for item in found}
+    others.discard(me.name)
+    others.discard(me.address)
+    _emit(
+        ROUND_EVENT,
+        {"found": len(others), "joined": joined, "failed": failures.count},
+        {"node": me.name},
+    )
     return found
 
 
@@ -860,7 +917,7 @@ async def run_discovery(
         with trio.CancelScope(shield=True), trio.move_on_after(5.0):
             for me in advertised.values():
                 for strategy in settings.strategies:
-                    await _guarded("withdraw", strategy, strategy.withdraw(me))
+                    await _guarded("withdraw", strategy, strategy.withdraw(me), me)
 
 
 # -- cluster="auto" ----------------------------------------------------------------------
@@ -993,7 +1050,9 @@ def auto_cluster(environ: Mapping[str, str] | None = None) -> Cluster:
 __all__ = [
     "AUTO_ENV",
     "DEFAULT_PORT",
+    "FAILED_EVENT",
     "MDNS_SERVICE_TYPE",
+    "ROUND_EVENT",
     "Discovery",
     "Dns",
     "Found",

@@ -582,3 +582,83 @@ async def test_halves_of_a_long_partition_merge_again(tmp_path: Path) -> None:
         bound = interval * (1 + jitter) + options.handshake_timeout
         # Loose: the machine is shared; the documented bound plus scheduling slack.
         assert took < bound + 3.0, f"re-merged after {took:.2f} s (bound {bound:.2f} s)"
+
+
+class Mirror:
+    """Finds the node itself under another name for its host, as a DNS record of
+    one's own pod does."""
+
+    async def advertise(self, me: NodeInfo) -> None:
+        pass
+
+    async def discover(self, me: NodeInfo) -> Sequence[Found]:
+        return [Found("localhost:" + me.address.rsplit(":", 1)[1])]
+
+    async def withdraw(self, me: NodeInfo) -> None:
+        pass
+
+
+async def test_own_address_under_another_host_is_dialled_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    joins: list[str] = []
+    join_found = disc.join_found
+
+    async def counting(links: Links, address: str) -> str:
+        joins.append(address)
+        return await join_found(links, address)
+
+    monkeypatch.setattr(disc, "join_found", counting)
+    rounds: list[dict[str, Any]] = []
+    open_a = opener(discovery=Discovery(Mirror(), interval=0.05))
+    async with open_nodes(["a"], open_a) as handles:
+
+        async def watch() -> None:
+            ft.telemetry.attach(
+                "rounds", disc.ROUND_EVENT, lambda _n, m, md: rounds.append({**m, **md})
+            )
+
+        await handles["a"].run(watch)
+
+        async def several_rounds() -> bool:
+            return len(rounds) >= 5
+
+        await eventually(several_rounds)
+        assert len(joins) == 1
+        assert links_of(handles["a"]).peers() == []
+        last = rounds[-1]
+        assert (last["found"], last["joined"], last["failed"], last["node"]) == (0, 0, 0, "a")
+
+
+async def test_failures_are_telemetry_events() -> None:
+    async with open_nodes(["b"], opener()) as first:
+        flaky = Flaky([links_of(first["b"]).address])
+        open_a = opener(discovery=Discovery(flaky, interval=0.05))
+        async with open_nodes(["a"], open_a) as second:
+            failed: list[dict[str, Any]] = []
+            rounds: list[dict[str, float]] = []
+
+            async def watch() -> None:
+                ft.telemetry.attach(
+                    "failed", disc.FAILED_EVENT, lambda _n, m, md: failed.append(dict(md))
+                )
+                ft.telemetry.attach(
+                    "rounds", disc.ROUND_EVENT, lambda _n, m, _md: rounds.append(m)
+                )
+
+            await second["a"].run(watch)
+
+            async def failing() -> bool:
+                return len(failed) >= 2 and bool(rounds)
+
+            await eventually(failing)
+            assert {f["step"] for f in failed} == {"advertise", "discover"}
+            assert failed[0]["strategy"] == "Flaky"
+            assert "broke" in failed[0]["error"]
+            assert rounds[0]["failed"] == 2
+            flaky.healthy = True
+
+            async def joined() -> bool:
+                return any(r["joined"] == 1 and r["found"] == 1 for r in rounds)
+
+            await eventually(joined)
