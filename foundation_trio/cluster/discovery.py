@@ -864,6 +864,11 @@ async def discovery_round(
                     known[address] = me.name
                 logger.debug("discovery: could not join %s: %s", address, error)
                 continue
+            except Exception:
+                # E.g. the links stopping under us (RuntimeError): the round ends,
+                # the node does not.
+                logger.warning("node %s: joining %s failed", me.name, address, exc_info=True)
+                continue
             known[address] = name
             if name not in connected:
                 joined += 1

@@ -662,3 +662,30 @@ async def test_failures_are_telemetry_events() -> None:
                 return any(r["joined"] == 1 and r["found"] == 1 for r in rounds)
 
             await eventually(joined)
+
+
+async def test_a_join_that_raises_ends_the_round_not_the_node(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "foundation_trio.cluster.discovery")
+    attempts: list[str] = []
+    join_found = disc.join_found
+
+    async def broken_once(links: Links, address: str) -> str:
+        attempts.append(address)
+        if len(attempts) == 1:
+            raise RuntimeError("links are stopping")
+        return await join_found(links, address)
+
+    monkeypatch.setattr(disc, "join_found", broken_once)
+    async with open_nodes(["b"], opener()) as first:
+        open_a = opener(discovery=Discovery(Static([links_of(first["b"]).address]), interval=0.05))
+        async with open_nodes(["a"], open_a) as second:
+
+            async def linked() -> bool:
+                return links_of(second["a"]).peers() == ["b"]
+
+            await eventually(linked)
+            assert len(attempts) >= 2
+            assert "links are stopping" in caplog.text
+            assert second["a"].error is None
