@@ -99,6 +99,8 @@ def test_bad_options_name_the_argument(tmp_path: Path) -> None:
         Discovery([Static([]), "mdns"])  # type: ignore[list-item]
     with pytest.raises(ft.ConfigError, match=r"Discovery\.strategies"):
         Discovery([])
+    with pytest.raises(ft.ConfigError, match=r"Discovery\.rng"):
+        Discovery(Static([]), rng=42)  # type: ignore[arg-type]
     with pytest.raises(ft.ConfigError, match="stale_after"):
         Discovery(LocalHost(tmp_path, stale_after=5), interval=5)
     with pytest.raises(ft.ConfigError, match=r"Cluster\.discovery"):
