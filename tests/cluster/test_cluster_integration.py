@@ -187,7 +187,10 @@ async def test_a_severed_link_is_detected_and_comes_back() -> None:
             ft.trap_exits(True)
             ft.link(counter)
             ft.monitor_node("b")
-            return ft.monitor(counter)
+            ref = ft.monitor(counter)
+            # FIFO per channel: the reply comes after b has taken the link and monitor
+            assert await ft.call(counter, "get") == 0
+            return ref
 
         ref = await nodes["a"].run(watch)
         assert links_of(nodes["a"]).faults.sever("b") > 0
@@ -201,8 +204,16 @@ async def test_a_severed_link_is_detected_and_comes_back() -> None:
         assert any(isinstance(m, ft.Exit) and isinstance(m.reason, ft.NodeDown) for m in got)
         assert any(isinstance(m, ft.NodeDown) and m.node == "b" for m in got)
 
+        # The link crossed the lost connection, so b's counter got the NodeDown
+        # exit signal too (as Erlang's noconnection) and ended.
+        async def counter_gone() -> bool:
+            return ft.whereis("counter") is None
+
+        await eventually(lambda: nodes["b"].run(counter_gone))
+
         # b dialled a as its seed: it dials again, and calls work once it is back
         await wait_connected(nodes)
+        await nodes["b"].run(start_counter)
 
         async def call_again() -> Any:
             return await ft.call(("counter", "b"), "get", timeout=5)
