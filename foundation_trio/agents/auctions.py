@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from ..cluster import wire
 from ..protocols.auctions import (
     AuctionResult,
     AuctionStatus,
@@ -66,6 +67,7 @@ from ..protocols.combinatorial import (
     CombinatorialStatus,
 )
 from ._protocol_support import (
+    Roster,
     by_outcome,
     check_id,
     check_timeout,
@@ -74,9 +76,10 @@ from ._protocol_support import (
     emit,
     late_answers,
     new_id,
+    roster,
 )
 from .messages import Question
-from .rounds import Responded, RoundResult, run_round
+from .rounds import Participant, Responded, RoundResult, run_round
 
 __all__ = [
     "AuctionReport",
@@ -180,17 +183,6 @@ class CombinatorialReport:
         return by_outcome(self.rounds[0])
 
 
-def _participants(participants: Iterable[str]) -> list[str]:
-    if isinstance(participants, str):
-        raise TypeError("participants must be a collection of agent ids, not one str")
-    found = list(participants)
-    for p in found:
-        check_id(p, "each participant")
-    if not found:
-        raise ValueError("participants must name at least one agent")
-    return found
-
-
 def _meta(auction_id: str, kind: str, **extra: object) -> dict[str, object]:
     return {"auction_id": auction_id, "kind": kind, **extra}
 
@@ -236,7 +228,7 @@ def emit_auction_end(auction_id: str, result: AuctionResult, duration: float) ->
 
 
 async def sealed_bid_auction(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     *,
     item: str = "item",
     pricing: Pricing = Pricing.SECOND,
@@ -249,7 +241,11 @@ async def sealed_bid_auction(
     auction_id: str | None = None,
     rng: random.Random | None = None,
 ) -> AuctionReport:
-    """Run a sealed-bid auction among ``participants`` (agent ids); see the module doc.
+    """Run a sealed-bid auction among ``participants``; see the module doc.
+
+    Participants (in every driver of this module) are local agent ids or agents on any
+    node as :func:`~.registry.agent_on` ``(node, id)``, named ``"<id>@<node>"`` in the
+    report; a remote bidder whose node is lost is recorded as ``Crashed`` at once.
 
     Every participant gets one :class:`BidRequest` with one deadline ``timeout``
     seconds from now; answers after it (within ``late_grace``, to be recorded) are
@@ -267,7 +263,8 @@ async def sealed_bid_auction(
     ``TypeError`` / ``ValueError`` for bad arguments. Cancelling the caller cancels the
     questions out and leaves no task behind.
     """
-    ids = _participants(participants)
+    team = roster(participants)
+    ids = list(team.ids)
     check_id(item, "item")
     seconds = check_timeout(timeout, "timeout")
     award_seconds = check_timeout(award_timeout, "award_timeout")
@@ -284,7 +281,7 @@ async def sealed_bid_auction(
         _meta(auction_id, kind, item=item, reserve=auction.reserve),
     )
     bidding = await run_round(
-        ids,
+        team.invite(ids),
         BidRequest(auction_id=auction_id, item=item, kind=kind, reserve=auction.reserve),
         deadline=deadline,
         late_grace=late_grace,
@@ -315,7 +312,7 @@ async def sealed_bid_auction(
         assert result.winner is not None
         assert result.price is not None
         confirmation = await run_round(
-            [result.winner],
+            team.invite([result.winner]),
             AwardNotice(auction_id=auction_id, item=item, price=result.price),
             deadline=deadline_in(award_seconds),
             name=f"{auction_id}.award",
@@ -362,6 +359,7 @@ def _emit_round(auction_id: str, kind: str, step: ClockRound) -> None:
 
 async def _run_clock(
     auction: EnglishAuction | DutchAuction,
+    team: Roster,
     auction_id: str,
     item: str,
     reserve: float,
@@ -387,7 +385,7 @@ async def _run_clock(
             auction_id=auction_id, item=item, kind=kind, price=auction.price, round=number
         )
         answers = await run_round(
-            sorted(asked),
+            team.invite(sorted(asked)),
             offer,
             deadline=deadline_in(step_timeout),
             rng=rng,
@@ -407,7 +405,7 @@ async def _run_clock(
 
 
 async def english_auction(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     *,
     item: str = "item",
     start_price: float = 0.0,
@@ -423,17 +421,18 @@ async def english_auction(
     ``round_timeout`` seconds away; only ``True`` in time stays in. Silence, a refusal,
     a crash or a late answer is dropping out. Errors as :func:`sealed_bid_auction`.
     """
-    ids = _participants(participants)
+    team = roster(participants)
+    ids = list(team.ids)
     check_id(item, "item")
     step_timeout = check_timeout(round_timeout, "round_timeout")
     config = EnglishConfig(start_price=start_price, increment=increment, max_rounds=max_rounds)
     auction_id = new_id("auction") if auction_id is None else check_id(auction_id, "auction_id")
     auction = EnglishAuction(ids, config)
-    return await _run_clock(auction, auction_id, item, config.start_price, step_timeout, rng)
+    return await _run_clock(auction, team, auction_id, item, config.start_price, step_timeout, rng)
 
 
 async def dutch_auction(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     *,
     start_price: float,
     decrement: float,
@@ -450,17 +449,18 @@ async def dutch_auction(
     so a silent bidder never stalls it. The first ``True`` by receipt order wins at the
     current price; passing the ``floor`` is no sale. Errors as :func:`sealed_bid_auction`.
     """
-    ids = _participants(participants)
+    team = roster(participants)
+    ids = list(team.ids)
     check_id(item, "item")
     seconds = check_timeout(step_timeout, "step_timeout")
     config = DutchConfig(start_price=start_price, decrement=decrement, floor=floor)
     auction_id = new_id("auction") if auction_id is None else check_id(auction_id, "auction_id")
     auction = DutchAuction(ids, config)
-    return await _run_clock(auction, auction_id, item, config.floor, seconds, rng)
+    return await _run_clock(auction, team, auction_id, item, config.floor, seconds, rng)
 
 
 async def combinatorial_auction(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     *,
     items: Iterable[str],
     timeout: float = 5.0,
@@ -477,7 +477,8 @@ async def combinatorial_auction(
     ``agents.auction.no_sale`` with the reason) when the bids received exceed
     ``config``'s limits: such an instance is refused, never approximated.
     """
-    ids = _participants(participants)
+    team = roster(participants)
+    ids = list(team.ids)
     seconds = check_timeout(timeout, "timeout")
     if isinstance(items, str):
         raise TypeError("items must be a collection of item names, not one str")
@@ -493,7 +494,7 @@ async def combinatorial_auction(
         _meta(auction_id, kind, items=item_list),
     )
     bidding = await run_round(
-        ids,
+        team.invite(ids),
         BundleRequest(auction_id=auction_id, items=item_list),
         deadline=deadline,
         late_grace=late_grace,
@@ -552,3 +553,9 @@ async def combinatorial_auction(
             _meta(auction_id, kind, reason=result.reason or "no valid bid"),
         )
     return report
+
+
+# The questions cross nodes as registered wire records, so agents on other nodes bid
+# the same way (their answers are numbers, booleans and tuples: plain bodies).
+for _record in (BidRequest, PriceOffer, BundleRequest, AwardNotice):
+    wire.register(_record, name=f"ft.agents.{_record.__name__}")

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from ..cluster import wire
 from ..protocols.auctions import Bid, Pricing, SealedBidAuction
 from ..protocols.negotiation import Choices, Interval, NegotiationStatus, OutcomeSpace
 from ._protocol_support import emit
@@ -164,7 +165,7 @@ async def negotiation_strategy(ctx: StrategyContext) -> Decision:
     round_timeout = ctx.option("round_timeout", max(remaining / 10, 1e-3))
     max_rounds = ctx.option("max_rounds", 100)
     report = await negotiate(
-        list(ctx.participants),
+        list(ctx.invitation),
         space,
         round_timeout=round_timeout,
         timeout=max(remaining, 1e-3),
@@ -190,3 +191,7 @@ async def negotiation_strategy(ctx: StrategyContext) -> Decision:
 
 register_strategy("auction", auction_strategy, options=("pricing", "reserve"))
 register_strategy("negotiation", negotiation_strategy, options=("round_timeout", "max_rounds"))
+
+# The auction strategy's question and answer cross nodes as registered wire records.
+for _record in (ValueBidRequest, ValueBid):
+    wire.register(_record, name=f"ft.agents.{_record.__name__}")

@@ -23,12 +23,13 @@ Telemetry (metadata always holds ``market_id`` and ``kind``, ``"call"`` or
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import ClassVar
 
 import attrs
 import trio
 
+from ..cluster import wire
 from ..protocols.coordination import InvalidOrder
 from ..protocols.markets import (
     CallMarketResult,
@@ -39,9 +40,18 @@ from ..protocols.markets import (
     check_order,
     clear_call_market,
 )
-from ._protocol_support import by_outcome, check_id, check_timeout, deadline_in, emit, new_id
+from ._protocol_support import (
+    Roster,
+    by_outcome,
+    check_id,
+    check_timeout,
+    deadline_in,
+    emit,
+    new_id,
+    roster,
+)
 from .messages import Question
-from .rounds import RoundResult, run_round
+from .rounds import Participant, RoundResult, run_round
 
 __all__ = [
     "MarketReport",
@@ -108,15 +118,6 @@ class MarketReport:
         return by_outcome(self.rounds[0])
 
 
-def _participants(participants: Iterable[str]) -> list[str]:
-    if isinstance(participants, str):
-        raise TypeError("participants must be a collection of agent ids, not one str")
-    found = [check_id(p, "each participant") for p in participants]
-    if not found:
-        raise ValueError("participants must name at least one agent")
-    return found
-
-
 def _order(agent: str, entry: object, seq: int) -> Order:
     """One ``(side, quantity, limit)`` entry as a checked :class:`Order`."""
     if not isinstance(entry, tuple | list) or len(entry) != 3:
@@ -147,7 +148,7 @@ def _parse(agent: str, answer: object, seq: int) -> tuple[list[Order], list[str]
 async def _collect(
     market_id: str,
     kind: str,
-    ids: Sequence[str],
+    team: Roster,
     seconds: float,
     round_number: int,
     rng: random.Random | None,
@@ -164,7 +165,7 @@ async def _collect(
         last_price=last_price,
     )
     answers = await run_round(
-        ids,
+        team.invite(team.ids),
         request,
         deadline=deadline_in(seconds),
         rng=rng,
@@ -219,7 +220,7 @@ def _emit_end(report: MarketReport, orders: int) -> None:
 
 
 async def call_market(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     *,
     timeout: float = 5.0,
     market_id: str | None = None,
@@ -231,7 +232,8 @@ async def call_market(
     No crossing is a ``NO_TRADE`` report. Raises :class:`~.errors.AgentNotFound` for an
     unknown agent, ``TypeError`` / ``ValueError`` for bad arguments.
     """
-    ids = _participants(participants)
+    team = roster(participants)
+    ids = team.ids
     seconds = check_timeout(timeout, "timeout")
     market_id = new_id("market") if market_id is None else check_id(market_id, "market_id")
     kind = "call"
@@ -240,7 +242,7 @@ async def call_market(
         "agents.market.started", {"participants": len(ids)}, {"market_id": market_id, "kind": kind}
     )
     rejected: list[tuple[str, str]] = []
-    answers, orders = await _collect(market_id, kind, ids, seconds, 0, rng, rejected)
+    answers, orders = await _collect(market_id, kind, team, seconds, 0, rng, rejected)
     result = clear_call_market(orders)
     trades = tuple(
         MarketTrade(buyer, seller, result.price, quantity)
@@ -267,7 +269,7 @@ async def call_market(
 
 
 async def continuous_double_auction(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     *,
     rounds: int = 1,
     round_timeout: float = 1.0,
@@ -282,7 +284,8 @@ async def continuous_double_auction(
     in the order it listed them), each matched on arrival. Orders left in the book at
     the end are reported as ``resting`` and withdrawn.
     """
-    ids = _participants(participants)
+    team = roster(participants)
+    ids = team.ids
     seconds = check_timeout(round_timeout, "round_timeout")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
@@ -300,7 +303,7 @@ async def continuous_double_auction(
     for number in range(rounds):
         last = trades[-1].price if trades else None
         answers, orders = await _collect(
-            market_id, kind, ids, seconds, number, rng, rejected, book, last
+            market_id, kind, team, seconds, number, rng, rejected, book, last
         )
         round_results.append(answers)
         for order in sorted(orders, key=lambda o: o.seq):
@@ -330,3 +333,8 @@ async def continuous_double_auction(
     )
     _emit_end(report, submitted)
     return report
+
+
+# Crosses nodes as a registered wire record; the answers (``(side, quantity, limit)``
+# tuples, a side as its value ``"buy"`` / ``"sell"``) are plain bodies.
+wire.register(OrderRequest, name="ft.agents.OrderRequest")

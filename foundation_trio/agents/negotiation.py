@@ -55,6 +55,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from ..cluster import wire
 from ..protocols.contract_net import (
     Accept,
     Cancel,
@@ -75,9 +76,18 @@ from ..protocols.negotiation import (
     OutcomeSpace,
     Response,
 )
-from ._protocol_support import check_id, check_timeout, count_win, deadline_in, emit, new_id
+from ._protocol_support import (
+    Roster,
+    check_id,
+    check_timeout,
+    count_win,
+    deadline_in,
+    emit,
+    new_id,
+    roster,
+)
 from .messages import Question, Refusal
-from .rounds import Crashed, Late, Refused, Responded, RoundResult, run_round
+from .rounds import Crashed, Late, Participant, Refused, Responded, RoundResult, run_round
 
 __all__ = [
     "CallForProposals",
@@ -181,9 +191,16 @@ class _Manager:
     """Applies the core's effects: accepts run the task, rejects and cancels notify."""
 
     def __init__(
-        self, cfp_id: str, task: Any, net: ContractNet, execution: float, notify: float
+        self,
+        cfp_id: str,
+        task: Any,
+        net: ContractNet,
+        team: Roster,
+        execution: float,
+        notify: float,
     ) -> None:
         self.cfp_id = cfp_id
+        self.team = team
         self.task = task
         self.net = net
         self.execution = execution
@@ -209,7 +226,7 @@ class _Manager:
         if messages:
             self.rounds.append(
                 await run_round(
-                    list(messages),
+                    self.team.invite(messages),
                     messages.__getitem__,
                     deadline=deadline_in(self.notify),
                     name=f"{self.cfp_id}.notify",
@@ -233,7 +250,7 @@ class _Manager:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.deliver, others)
                 performed = await run_round(
-                    [accept.agent],
+                    self.team.invite([accept.agent]),
                     ProposalAccepted(
                         cfp_id=self.cfp_id,
                         task=self.task,
@@ -266,7 +283,7 @@ def _failure(outcome: object) -> str:
 
 
 async def contract_net(
-    participants: Iterable[str],
+    participants: Iterable[str | Participant],
     task: Any,
     *,
     timeout: float = 5.0,
@@ -290,9 +307,8 @@ async def contract_net(
     ``NO_PROPOSALS`` or ``CANCELLED``. Raises :class:`~.errors.AgentNotFound` for an
     unknown agent, ``TypeError`` / ``ValueError`` for bad arguments.
     """
-    if isinstance(participants, str):
-        raise TypeError("participants must be a collection of agent ids, not one str")
-    ids = [check_id(p, "each participant") for p in participants]
+    team = roster(participants)
+    ids = list(team.ids)
     seconds = check_timeout(timeout, "timeout")
     execution = check_timeout(execution_timeout, "execution_timeout")
     notify = check_timeout(notify_timeout, "notify_timeout")
@@ -301,10 +317,10 @@ async def contract_net(
     started = trio.current_time()
     deadline = started + seconds
     net = ContractNet(ids, deadline=deadline, config=config)
-    manager = _Manager(cfp_id, task, net, execution, notify)
+    manager = _Manager(cfp_id, task, net, team, execution, notify)
     emit("agents.contract_net.started", {"participants": len(ids)}, _meta(cfp_id, task=repr(task)))
     calls = await run_round(
-        ids,
+        team.invite(ids),
         CallForProposals(cfp_id=cfp_id, task=task),
         deadline=deadline,
         late_grace=late_grace,
@@ -478,7 +494,7 @@ def _as_response(value: object) -> Response:
 
 
 async def negotiate(
-    parties: Sequence[str],
+    parties: Sequence[str | Participant],
     space: OutcomeSpace,
     *,
     round_timeout: float = 1.0,
@@ -496,7 +512,8 @@ async def negotiate(
     """
     if isinstance(parties, str) or not isinstance(parties, Sequence):
         raise TypeError("parties must be a sequence of agent ids (the turn order)")
-    ids = [check_id(p, "each party") for p in parties]
+    team = roster(parties, "parties")
+    ids = list(team.ids)
     seconds = check_timeout(round_timeout, "round_timeout")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be seconds > 0 (or math.inf), got {timeout!r}")
@@ -517,7 +534,7 @@ async def negotiate(
     while result is None:
         proposer, number = talk.proposer, talk.round
         asked = await run_round(
-            [proposer],
+            team.invite([proposer]),
             OfferRequest(
                 negotiation_id=negotiation_id, round=number, space=space, history=tuple(history)
             ),
@@ -555,7 +572,7 @@ async def negotiate(
         )
         history.append((proposer, offer))
         answered = await run_round(
-            list(talk.responders),
+            team.invite(talk.responders),
             OfferResponse(
                 negotiation_id=negotiation_id,
                 round=number,
@@ -589,3 +606,21 @@ async def negotiate(
             {**meta, "reason": result.reason or "", "ended_by": result.ended_by},
         )
     return report
+
+
+# The questions and answers cross nodes as registered wire records, with the outcome
+# spaces they carry, so agents on other nodes take part the same way.
+for _record in (
+    CallForProposals,
+    Propose,
+    NotUnderstood,
+    ProposalAccepted,
+    ProposalRejected,
+    CancelTask,
+    EndNegotiation,
+    OfferRequest,
+    OfferResponse,
+    Choices,
+    Interval,
+):
+    wire.register(_record, name=f"ft.agents.{_record.__name__}")

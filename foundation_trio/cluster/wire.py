@@ -13,6 +13,7 @@ bytes. A body may be made of:
 - ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``, ``bytes``;
 - ``list``, ``tuple``, ``dict``, ``set`` and ``frozenset`` of bodies (a tuple stays a
   tuple, a set a set);
+- enum members, which arrive as their values (the receiver converts them back);
 - :class:`~foundation_trio.Pid` and :class:`~foundation_trio.Ref`, the exit reasons
   (``NORMAL``, ``SHUTDOWN``, ``Shutdown(detail)``, ``KILLED``), ``Down`` and ``Exit``;
 - instances of attrs classes registered with :func:`register` (converted with cattrs,
@@ -29,8 +30,9 @@ registry, so decoding network input never runs code the receiver did not registe
 
 from __future__ import annotations
 
+import enum
 import traceback as traceback_module
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import attrs
@@ -426,7 +428,24 @@ def _make_converter() -> cattrs.Converter:
     for native in (Pid, Ref, Down, Exit, Normal, Shutdown, Killed):
         converter.register_unstructure_hook(native, lambda value: value)
         converter.register_structure_hook(native, _structure_native)
+    # A field typed ``Any`` (or ``Hashable``) holds any body: it passes through cattrs
+    # untouched and the body encoder keeps its exact types (a tuple stays a tuple, a
+    # registered record stays that record) instead of cattrs flattening it to a dict.
+    converter.register_unstructure_hook_func(_is_open_type, _identity)
+    converter.register_structure_hook_func(lambda kind: kind is Hashable, _pass_through)
     return converter
+
+
+def _is_open_type(kind: object) -> bool:
+    return kind is Any or kind is Hashable
+
+
+def _identity(value: object) -> object:
+    return value
+
+
+def _pass_through(value: object, _: object) -> object:
+    return value
 
 
 def _structure_native(value: object, kind: type[Any]) -> Any:
@@ -527,6 +546,10 @@ def _to_wire(value: object) -> object:
     if isinstance(value, int | float | str | bytes):
         # A subclass (an IntEnum, a str Enum): sent as its plain value.
         return _to_wire(_plain_value(value))
+    if isinstance(value, enum.Enum):
+        # Any other enum member travels as its value (when that is a body), as above:
+        # the receiver's own code turns it back into the member it expects.
+        return _to_wire(value.value)
     raise TypeError(
         f"cannot send a {kind.__module__}.{kind.__qualname__} to another node: message "
         "bodies are plain data (None, bool, int, float, str, bytes, list, tuple, dict, "

@@ -429,6 +429,29 @@ async def test_wins_are_counted_per_agent_and_protocol(autojump_clock):
         assert counted == {("sealed_second_price", "a"): 3.0, ("dutch", "a"): 1.0}
 
 
+async def test_the_wins_counter_is_declared_once_per_node(autojump_clock, monkeypatch):
+    from foundation_trio.agents import _protocol_support
+    from foundation_trio.services import telemetry
+
+    declared: list[str] = []
+    real_counter = telemetry.counter
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> None:
+        declared.append(name)
+        real_counter(name, *args, **kwargs)
+
+    monkeypatch.setattr(_protocol_support.telemetry, "counter", counting)
+    for node_name in ("t1", "t2"):
+        async with ft.open_node(node_name):
+            ids = await bidders(a=(10.0,), b=(7.0,))
+            for _ in range(3):
+                await sealed_bid_auction(ids, timeout=1.0)
+            metric = ft.telemetry.metrics()["agents_wins_total"]
+            assert [s.value for s in metric.samples] == [3.0]
+    # once per node (each node has its own telemetry service), not once per win
+    assert declared.count("agents_wins_total") == 2
+
+
 async def test_same_seed_same_result_when_tied_bids_arrive_together(autojump_clock):
     import random
 

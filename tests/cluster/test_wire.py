@@ -193,6 +193,19 @@ def test_enum_members_travel_as_their_values() -> None:
 
     assert wire.decode_body(wire.encode_body(Color.RED)) == 1
 
+    class Side(enum.Enum):
+        BUY = "buy"
+        ODD = (1, 2)
+
+    assert wire.decode_body(wire.encode_body([(Side.BUY, 3)])) == [("buy", 3)]
+    assert wire.decode_body(wire.encode_body(Side.ODD)) == (1, 2)
+
+    class Opaque(enum.Enum):
+        THING = object()
+
+    with pytest.raises(TypeError, match="cannot send"):
+        wire.encode_body(Opaque.THING)
+
 
 def test_register_checks_its_arguments() -> None:
     with pytest.raises(TypeError, match="attrs class"):
