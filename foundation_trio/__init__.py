@@ -3,7 +3,7 @@
 The public API is re-exported here; import it as ``import foundation_trio as ft``.
 """
 
-from . import agents, services, society
+from . import agents, cluster, services, society
 from ._boot import open_node
 from .cluster import discovery, wire
 from .cluster.errors import (
@@ -231,6 +231,7 @@ __all__ = [
     "agents",
     "call",
     "cast",
+    "cluster",
     "cluster_address",
     "config",
     "connect_node",

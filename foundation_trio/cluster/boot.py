@@ -10,6 +10,7 @@ from ..runtime.node import BootStep, Node
 from ..runtime.spec import ChildSpec, Restart
 from .discovery import auto_cluster, run_discovery
 from .links import Links
+from .membership import Membership
 from .options import Cluster
 from .remote import ClusterService
 
@@ -36,9 +37,22 @@ def cluster_boot(options: Cluster | str) -> BootStep:
     async def boot(node: Node) -> None:
         service = ClusterService(node, max_message_size=options.max_message_size)
         node.set_extension(ClusterService, service)
+        membership = Membership(node, options, service)
+        service.membership = membership
+        node.set_extension(Membership, membership)
 
         async def run_links(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            await service.run(Links(node.name, options, service), task_status=task_status)
+            links = Links(node.name, options, service)
+            async with trio.open_nursery() as nursery:
+
+                async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    await service.run(links, task_status=task_status)
+                    # The service stopped (the node leaves): so does the overlay.
+                    nursery.cancel_scope.cancel()
+
+                await nursery.start(serve)
+                await nursery.start(membership.run, links)
+                task_status.started()
 
         children = [ChildSpec("links", run_links, restart=Restart.PERMANENT)]
         discovery = options.discovery

@@ -237,6 +237,24 @@ def _check_rng(instance: object, attribute: attrs.Attribute[Any], value: object)
         raise ConfigError(f"{_where(instance, attribute)}: expected a random.Random or None")
 
 
+OVERLAYS = ("full_mesh", "hyparview", "client_server", "auto")
+"""The values of ``Cluster.overlay``."""
+
+
+def _check_overlay(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in OVERLAYS:
+        raise ConfigError(
+            f"{_where(instance, attribute)}: expected one of {', '.join(OVERLAYS)}, got {value!r}"
+        )
+
+
+def _check_role(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in ("server", "client"):
+        raise ConfigError(
+            f"{_where(instance, attribute)}: expected 'server' or 'client', got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Cluster:
     """How a node joins a cluster: ``ft.open_node("a", cluster=ft.Cluster(cookie=...))``.
@@ -296,6 +314,33 @@ class Cluster:
     max_message_size: int = attrs.field(default=64 * MIB, validator=_int_at_least(1024))
     """Largest bulk message, reassembled in memory on the receiving side: the memory a
     peer can make a link hold at once."""
+
+    overlay: str = attrs.field(default="auto", validator=_check_overlay)
+    """The membership overlay (docs/membership.md): ``"full_mesh"``, ``"hyparview"``,
+    ``"client_server"`` or ``"auto"`` (full mesh while the cluster has at most
+    ``mesh_limit`` nodes, HyParView above). ``ft.cluster.set_overlay`` changes it
+    cluster-wide at runtime."""
+
+    role: str = attrs.field(default="server", validator=_check_role)
+    """``"server"`` or ``"client"``: this node's role in the client-server overlay
+    (clients link to servers only). Ignored by the other overlays."""
+
+    mesh_limit: int = attrs.field(default=32, validator=_int_at_least(2))
+    """With ``overlay="auto"``: the largest cluster run as a full mesh."""
+
+    alive_interval: float = attrs.field(default=2.0, converter=_to_float, validator=_seconds())
+    """Seconds between two liveness broadcasts of this node; ``ft.cluster.reachable()``
+    counts a node for ``3 * alive_interval`` after its last one arrived."""
+
+    shuffle_period: float = attrs.field(default=10.0, converter=_to_float, validator=_seconds())
+    """Seconds between HyParView maintenance rounds (shuffle, refill) and full-mesh
+    member-list exchanges."""
+
+    active_view_size: int = attrs.field(default=5, validator=_int_at_least(1))
+    """HyParView's active view (live links used for broadcast)."""
+
+    passive_view_size: int = attrs.field(default=30, validator=_int_at_least(1))
+    """HyParView's passive view (backup members without links)."""
 
     rng: random.Random | None = attrs.field(
         default=None, validator=_check_rng, repr=False, eq=False

@@ -60,6 +60,7 @@ from .options import Channel
 
 if TYPE_CHECKING:
     from .links import Links
+    from .membership import Membership
 
 logger = logging.getLogger("foundation_trio.cluster")
 
@@ -312,6 +313,21 @@ class ClusterService:
         self._streams: dict[tuple[str, int], _Stream] = {}
         self._stream_ids = itertools.count(1)
         self._process: Process | None = None
+        self.membership: Membership | None = None
+        """The membership driver, fed the gossip channel and the peers' ups and downs."""
+
+    def in_use(self, peer: str) -> bool:
+        """Whether remote processes have state tied to the link to ``peer`` (calls
+        waiting, monitors, links, node monitors, streams): the overlay keeps such a
+        link open even when it is not a neighbour."""
+        return (
+            any(call.peer == peer for call in self.pending.values())
+            or any(watch.peer == peer for watch in self._monitors.values())
+            or any(key[0] == peer for key in self._watched)
+            or any(pid.node == peer for pids in self._links.values() for pid in pids)
+            or bool(self._node_monitors.get(peer))
+            or any(key[0] == peer for key in self._streams)
+        )
 
     # -- running --------------------------------------------------------------------
 
@@ -356,6 +372,8 @@ class ClusterService:
         the cluster does, reach their monitors and links with their real reasons
         rather than as a lost connection.
         """
+        if self.membership is not None:
+            self.membership.leave()
         self._leaving = set(self.peers)
         self._left = trio.Event()
         frame = wire.encode_envelope(wire.Leaving())
@@ -381,6 +399,8 @@ class ClusterService:
         state.put_nowait(wire.encode_envelope(wire.Names(names)))
         logger.info("node %s: peer %s is up", self.node.name, peer)
         self._emit(NODE_UP_EVENT, {"node": self.node.name, "peer": peer})
+        if self.membership is not None:
+            self.membership.peer_up(peer)
 
     def _emit(self, event: str, metadata: dict[str, object]) -> None:
         # The links may report from any task (a test severing a link, a tool):
@@ -423,6 +443,8 @@ class ClusterService:
         for watcher in self._node_monitors.pop(peer, ()):
             if watcher.alive:
                 watcher.mailbox.put(NodeDown(peer, reason))
+        if self.membership is not None:
+            self.membership.peer_down(peer, reason)
 
     async def message_received(self, peer: str, channel: Channel, data: bytes) -> None:
         if peer not in self.peers:
@@ -430,6 +452,9 @@ class ClusterService:
             # announced up: nothing it sends now concerns a process here.
             return
         try:
+            if channel is Channel.GOSSIP and self.membership is not None:
+                self.membership.received(peer, data)
+                return
             envelope = wire.decode_envelope(data)
             if isinstance(envelope, wire.BulkChunk | wire.BulkSend | wire.BulkAbort):
                 await self._stream_piece(peer, channel, envelope)

@@ -336,6 +336,12 @@ class HyParView:
         self._left = True
         return out
 
+    def add_passive(self, node_ids: Iterable[NodeId]) -> None:
+        """Remember ``node_ids`` as backups in the passive view (random evictions when
+        full), for a driver that learnt members elsewhere: an overlay switch, discovery."""
+        for peer in node_ids:
+            self._add_passive(peer, ())
+
     def membership_round(self, now: float) -> list[object]:
         """Run one maintenance round: refill an under-full active view, then shuffle.
 
