@@ -37,16 +37,14 @@ def opener(
     overlay: str, seeds: Callable[[], list[str]], **options: Any
 ) -> Callable[[str], AbstractAsyncContextManager[Node]]:
     def open_one(name: str) -> AbstractAsyncContextManager[Node]:
-        cluster = ft.Cluster(
-            cookie=COOKIE,
-            seeds=seeds(),
-            overlay=overlay,
-            alive_interval=0.3,
-            shuffle_period=1.0,
-            heartbeat_interval=0.2,
-            peer_down_after=5,
-            **options,
-        )
+        settings: dict[str, Any] = {
+            "alive_interval": 0.3,
+            "shuffle_period": 1.0,
+            "heartbeat_interval": 0.2,
+            "peer_down_after": 5,
+        }
+        settings.update(options)
+        cluster = ft.Cluster(cookie=COOKIE, seeds=seeds(), overlay=overlay, **settings)
         return ft.open_node(name, cluster=cluster)
 
     return open_one
