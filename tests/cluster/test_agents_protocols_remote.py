@@ -50,6 +50,23 @@ class Bidder(Agent):
         return f"took {notice.item}"
 
 
+class ClockBidder(Agent):
+    """Stays in an English clock (buys in a Dutch one) while the price is at most
+    ``value``; bids ``bundles`` (``[(items, amount), ...]``) in a combinatorial auction."""
+
+    async def setup(self, value: float, bundles: list[tuple[tuple[str, ...], float]]) -> None:
+        self.value = value
+        self.bundles = bundles
+
+    async def accept_price(self, offer: Any) -> bool:
+        await trio.sleep(0.01)
+        return self.value >= offer.price
+
+    async def bundle_bids(self, request: Any) -> list[tuple[tuple[str, ...], float]]:
+        assert request.items == ("x", "y")
+        return self.bundles
+
+
 class Contractor(Agent):
     """Proposes ``cost`` with a plan (a record holding a frozenset and a tuple);
     performs by returning the task with its own id."""
@@ -209,6 +226,38 @@ async def test_a_silent_remote_bidder_times_out_at_the_deadline(autojump_clock: 
     assert took == pytest.approx(2.0)
     assert isinstance(report.rounds[0].outcome("mute@b"), TimedOut)
     assert (report.winner, report.price) == ("l1", 0.0)
+
+
+async def test_clock_and_combinatorial_auctions_with_remote_bidders_match_all_local(
+    autojump_clock: Any,
+) -> None:
+    placement: Placement = {
+        "l1": ("a", ClockBidder, (6.0, [(("x",), 4.0)])),
+        "r1": ("b", ClockBidder, (9.0, [(("x", "y"), 7.0)])),
+        "r2": ("b", ClockBidder, (4.0, [(("y",), 5.0)])),
+    }
+
+    async def auctions(participants: list[Any]) -> tuple[Any, Any, Any]:
+        english = await ft.agents.english_auction(participants, increment=1.0)
+        dutch = await ft.agents.dutch_auction(participants, start_price=12.0, decrement=1.0)
+        bundles = await ft.agents.combinatorial_auction(participants, items=["x", "y"])
+        return english, dutch, bundles
+
+    remote, _ = await _run_on_a(placement, auctions)
+    local, _ = await _run_on_a(_local(placement), auctions)
+    for remote_report, local_report in zip(remote[:2], local[:2], strict=True):
+        assert remote_report.winner == "r1@b" and local_report.winner == "r1"
+        assert (remote_report.status, remote_report.price) == (
+            local_report.status,
+            local_report.price,
+        )
+    # welfare 9 = l1's x (4) + r2's y (5) beats r1's bundle (7); winners named by node
+    remote_won = {(w.agent, w.items, w.amount) for w in remote[2].result.winners}
+    assert remote_won == {("l1", frozenset({"x"}), 4.0), ("r2@b", frozenset({"y"}), 5.0)}
+    assert {(_plain(a), i, m) for a, i, m in remote_won} == {
+        (w.agent, w.items, w.amount) for w in local[2].result.winners
+    }
+    assert dict(remote[2].result.payments) == {"l1": 2.0, "r2@b": 3.0}
 
 
 async def test_a_contract_net_round_with_remote_contractors_matches_all_local(
