@@ -31,6 +31,9 @@ class SendQueue:
         self._ready = trio.Event()
         self.closed: str | None = None
         self._unyielded = 0
+        self.writing = False
+        """Set by the writer task from :meth:`take` until those messages are
+        written: a direct write then must not start (it would overtake them)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -69,6 +72,11 @@ class SendQueue:
         await trio.lowlevel.checkpoint_if_cancelled()
         self.items.append(data)
         self._ready.set()
+        await self.yield_sometimes()
+
+    async def yield_sometimes(self) -> None:
+        """A scheduling point once every :data:`YIELD_EVERY` calls (of this and of
+        ``put`` with room), not a cancellation point."""
         self._unyielded += 1
         if self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
@@ -78,6 +86,16 @@ class SendQueue:
         """Wait until something is queued or the queue is closed."""
         if not self.items and self.closed is None:
             await self._ready.wait()
+
+    def wake(self) -> None:
+        """Make :meth:`wait_ready` return even with nothing queued (the writer
+        has other work: the tail of a direct write)."""
+        self._ready.set()
+
+    def settle(self) -> None:
+        """After a :meth:`wake` with nothing queued: wait again next time."""
+        if not self.items and self.closed is None:
+            self._ready = trio.Event()
 
     def take(self, limit_bytes: int, overhead: int, max_item: int) -> list[bytes]:
         """Pop the oldest message, and after it (if it is at most ``max_item``
@@ -97,6 +115,7 @@ class SendQueue:
             taken.append(message)
         if not items:
             self._ready = trio.Event()
+        self.writing = True
         self._room.unpark(count=len(taken))
         return taken
 

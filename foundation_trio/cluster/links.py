@@ -40,7 +40,7 @@ from ..runtime.node import _check_node_name
 from ..services import telemetry
 from . import framing
 from ._queue import SendQueue
-from ._stream import TrackedStream
+from ._stream import DirectWrite, TrackedStream
 from .errors import FrameTooLarge, HandshakeFailed, LinkProtocolError, NotConnected
 from .faults import IN, OUT, FaultInjector
 from .handshake import (
@@ -78,6 +78,12 @@ connection, "client" when our dial failed) and ``node``."""
 
 WS_PATH = "/foundation-trio"
 """The resource every node serves its links on."""
+
+DIRECT_AFTER_IDLE = 100e-6
+"""A message is written by its sender (see :class:`~._stream.DirectWrite`) only
+if its connection has written nothing for this many seconds: a lone message (a
+call, its reply) skips the writer task, while the messages of a burst, which
+follow each other by microseconds, are queued and leave coalesced."""
 
 _CHANNEL_NAMES = frozenset(channel.value for channel in Channel)
 _CLOSE_TIMEOUT = 1.0
@@ -180,6 +186,9 @@ class ChannelStats:
     """Counters of one channel of one link (websocket messages are "frames")."""
 
     frames_sent: int = 0
+    direct_frames_sent: int = 0
+    """Of ``frames_sent``, those its sender wrote itself on an idle connection
+    (one message each) rather than the connection's writer task."""
     messages_sent: int = 0
     bytes_sent: int = 0
     frames_received: int = 0
@@ -223,6 +232,8 @@ class _Conn:
     last_received: float = 0.0
     delivering: bool = False
     severed: bool = False
+    direct: DirectWrite | None = None
+    last_write: float = -math.inf
 
     def end(self, reason: str, code: int = 1000) -> None:
         """End this connection (its task closes it) with ``reason``; the first
@@ -376,13 +387,25 @@ class Links:
 
         Always a cancellation point; a scheduling point when it waits for room and
         otherwise once every 64 sends, so that a burst of sends is queued together
-        and written as one frame.
+        and written as one frame. On an idle connection (nothing queued or being
+        written, nothing written for :data:`DIRECT_AFTER_IDLE` seconds) the message
+        is written by this call itself, in one synchronous step that cancellation
+        cannot interrupt (see :class:`~._stream.DirectWrite`), before it returns.
         """
-        await self._queue(peer, channel, data).put(data)
+        queue = self._queue(peer, channel, data)
+        if not queue.items and not queue.writing:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._write_now(peer, channel, data):
+                await queue.yield_sometimes()
+                return
+        await queue.put(data)
 
     def send_nowait(self, peer: str, channel: Channel, data: bytes) -> None:
         """Like :meth:`send`, but raises :class:`SendQueueFull` instead of waiting."""
-        self._queue(peer, channel, data).put_nowait(data)
+        queue = self._queue(peer, channel, data)
+        if not queue.items and not queue.writing and self._write_now(peer, channel, data):
+            return
+        queue.put_nowait(data)
 
     def disconnect(self, peer: str, reason: str, *, forget: bool = False) -> None:
         """Close the link to ``peer`` now with ``reason`` (logged and sent to the
@@ -425,6 +448,45 @@ class Links:
             raise NotConnected(peer)
         return link.queues[channel]
 
+    def _write_now(self, peer: str, channel: Channel, data: bytes) -> bool:
+        """Write ``data`` from the calling task if the connection is idle (nothing
+        queued, nothing being written: the caller checked the queue): see
+        :class:`DirectWrite`. False if it must be queued instead."""
+        link = self._links[peer]
+        conn = link.conns.get(channel)
+        if (
+            conn is None
+            or conn.direct is None
+            or conn.reason is not None
+            or len(data) > self.options.chunk_size
+            or self.faults.enabled
+        ):
+            return False
+        now = trio.current_time()
+        if now - conn.last_write < DIRECT_AFTER_IDLE:
+            # Part of a burst: queue it, so that the writer sends the burst
+            # coalesced in one websocket message rather than one write each.
+            return False
+        conn.last_write = now
+        frame = framing.encode_batch((data,))
+        try:
+            size = conn.direct.try_write(frame)
+        except OSError as error:
+            # As when the writer's send fails: the connection is gone, and the
+            # message with it (at most once); its task takes the link down.
+            conn.end(f"connection lost: {error}")
+            return True
+        if not size:
+            return False
+        if conn.direct.tail is not None:
+            link.queues[channel].wake()
+        stats = conn.stats
+        stats.frames_sent += 1
+        stats.direct_frames_sent += 1
+        stats.messages_sent += 1
+        stats.bytes_sent += len(frame)
+        return True
+
     async def _writer(self, conn: _Conn, link: _Link) -> None:
         queue = link.queues[conn.channel]
         ws = conn.ws
@@ -436,11 +498,23 @@ class Links:
         frame_limit = options.channel(channel).max_frame_size - framing.BATCH_HEADER
         heartbeat = options.heartbeat_interval if channel is Channel.CONTROL else math.inf
         faults = self.faults
+        conn.direct = direct = DirectWrite.for_connection(ws, conn.stream)
         while True:
+            queue.writing = False
             with trio.move_on_after(heartbeat):
                 await queue.wait_ready()
             if queue.closed is not None:
                 return
+            if direct is not None and direct.tail is not None:
+                # A direct write the kernel took only part of: its rest goes
+                # first (nothing else can be written until it has).
+                try:
+                    await direct.finish_tail()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                    conn.end(f"connection lost: {error}")
+                    return
+                queue.settle()
+                continue
             if not queue.items:
                 if not faults.enabled or faults.passes_heartbeat(peer, OUT):
                     await ws.send_message(framing.HEARTBEAT_FRAME)
@@ -459,6 +533,7 @@ class Links:
                 continue
             frame = framing.encode_batch(batch)
             await ws.send_message(frame)
+            conn.last_write = trio.current_time()
             stats.frames_sent += 1
             stats.messages_sent += len(batch)
             stats.bytes_sent += len(frame)
