@@ -124,6 +124,7 @@ GUIDES = {
     "services.md": 3,
     "protection.md": 4,
     "cluster.md": 4,
+    "membership.md": 1,
     "agents.md": 13,
     "society.md": 7,
 }

@@ -505,6 +505,14 @@ class Membership:
                 reached = await links.connect(address)
         except (NotConnected, HandshakeFailed, ConfigError, OSError) as exc:
             logger.debug("node %s: dial %s failed: %s", self.node.name, peer, exc)
+            # Both sides dialled at once and the peer kept its own dial: the link
+            # comes up that way.
+            with trio.move_on_after(self.options.handshake_timeout):
+                # No event marks a new peer: poll.
+                while name not in self.service.peers and self.links is links:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            if name in self.service.peers:
+                reached = name
         finally:
             self._dialing.discard(peer)
         if links is None or self.links is not links:
