@@ -28,7 +28,8 @@ full mesh of ``min(N, 32)`` nodes (the ``auto`` overlay's limit), it reports:
     heartbeats are link-level control frames).
 ``memory_per_node_kib``
     Growth of this process's resident memory from before the first node to after
-    formation, divided by N.
+    formation, divided by N. The HyParView cluster runs first; the baseline's figure
+    comes after it (freed memory stays resident), so it is a lower bound.
 """
 
 from __future__ import annotations
@@ -189,8 +190,12 @@ async def main(args: argparse.Namespace) -> None:
     rest = 5.0 if args.quick else 20.0
     result: dict[str, Any] = {"benchmark": "membership", "quick": args.quick}
     result["environment"] = environment("trio", "trio-websocket", "msgspec")
-    result["baseline_full_mesh"] = await run_cluster("full_mesh", min(nodes, 32), rounds, rest, 1)
+    # HyParView first: resident memory rarely shrinks, so only the first cluster's
+    # memory figure is clean (the baseline's is marked as such).
     result["hyparview"] = await run_cluster("hyparview", nodes, rounds, rest, 2)
+    baseline = await run_cluster("full_mesh", min(nodes, 32), rounds, rest, 1)
+    baseline["memory_per_node_kib_note"] = "measured after the HyParView run: a lower bound"
+    result["baseline_full_mesh"] = baseline
     print(json.dumps(result, indent=2))
 
 
