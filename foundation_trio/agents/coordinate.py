@@ -67,7 +67,7 @@ import trio
 from ..protocols.voting import VotingSession
 from . import telemetry as tm
 from ._protocol_support import count_win
-from .errors import InsufficientParticipants, StrategyNotFound, VersionConflict
+from .errors import InsufficientParticipants, ReadOnly, StrategyNotFound, VersionConflict
 from .messages import Question, ValueRequest
 from .rounds import (
     Outcome,
@@ -272,7 +272,9 @@ async def coordinate(
     Raises :class:`~.errors.VersionConflict` if the variable changed during the
     coordination (nothing is committed), :class:`~.errors.StrategyNotFound`,
     :class:`~.errors.VariableNotFound`, :class:`~.errors.PermissionDenied` if the
-    variable does not allow coordinated commits, :class:`~.errors.AgentNotFound`
+    variable does not allow coordinated commits, :class:`~.errors.ReadOnly` if at
+    commit time this node sees no strict majority of the variable's ``members``
+    (nothing is committed), :class:`~.errors.AgentNotFound`
     for an unregistered agent id, :class:`~.errors.InsufficientParticipants` for
     none, :class:`TypeError` for options the strategy does not take. Cancelling
     the caller cancels the rounds (no task is left) and commits nothing.
@@ -374,11 +376,12 @@ async def coordinate(
         update = store.commit(
             variable, decision.value, current.version, f"coordinate:{strategy}", coordinated=True
         )
-    except VersionConflict:
+    except (VersionConflict, ReadOnly) as exc:
+        status = "read_only" if isinstance(exc, ReadOnly) else "version_conflict"
         emit(
             tm.COORDINATE_FAILED,
             {"duration": trio.current_time() - started_at},
-            {"variable": variable, "strategy": strategy, "status": "version_conflict"},
+            {"variable": variable, "strategy": strategy, "status": status},
         )
         raise
     for winner in decision.winners:

@@ -23,8 +23,10 @@ __all__ = [
     "DuplicateAgent",
     "DuplicateVariable",
     "InsufficientParticipants",
+    "NotAMember",
     "OutOfDomain",
     "PermissionDenied",
+    "ReadOnly",
     "StrategyNotFound",
     "VariableNotFound",
     "VersionConflict",
@@ -102,6 +104,38 @@ class PermissionDenied(AgentsError, PermissionError):
         super().__init__(f"{writer!r} may not write variable {variable!r} (access: {rule})")
         self.variable = variable
         self.writer = writer
+
+
+class ReadOnly(PermissionDenied):
+    """The variable's node cannot see a strict majority of the variable's ``members``
+    (it is on the minority side of a partition): writes are refused, reads still work.
+
+    ``reachable`` counts this node and the members it has a link to; ``needed`` is the
+    strict majority of ``members``.
+    """
+
+    def __init__(self, variable: str, writer: object, reachable: int, needed: int) -> None:
+        AgentsError.__init__(
+            self,
+            f"variable {variable!r} is read-only on this node: it reaches {reachable} of "
+            f"its members, a write needs {needed} (a strict majority)",
+        )
+        self.variable = variable
+        self.writer = writer
+        self.reachable = reachable
+        self.needed = needed
+
+
+class NotAMember(AgentsError, ValueError):
+    """A variable with ``members`` is defined on a node not among them."""
+
+    def __init__(self, variable: str, node: str, members: frozenset[str]) -> None:
+        super().__init__(
+            f"variable {variable!r} has members {sorted(members)!r}, which do not include "
+            f"this node {node!r}"
+        )
+        self.variable = variable
+        self.node = node
 
 
 class OutOfDomain(AgentsError, ValueError):

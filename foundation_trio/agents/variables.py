@@ -23,9 +23,15 @@ versions it missed, followed by the next ones. A subscriber that closes its chan
 is dropped at the next commit; the subscriptions of a process end when it exits
 (a dead agent's subscriptions are released).
 
+**Partitions**: a variable given ``members`` (the names of the nodes whose majority
+it needs) refuses writes, :func:`set_variable` and a ``coordinate`` commit alike,
+with :class:`~.errors.ReadOnly` while its node cannot see a strict majority of them
+(itself plus the members it has a link to, :func:`~foundation_trio.nodes`); reads
+still work. This is a write guard, not replication: the value lives on the node
+that defined the variable and is not copied to the other members.
+
 Variables live on the node (a node extension). Not done yet: replication across
-a cluster, and refusing writes on the minority side of a partition; both wait for
-the cluster layer.
+a cluster.
 """
 
 from __future__ import annotations
@@ -39,13 +45,16 @@ from typing import Any, TypeAlias
 import attrs
 import trio
 
+from ..cluster.remote import nodes
 from ..runtime.node import current_node
 from ..runtime.process import current_process
 from ..services.subscribers import DEFAULT_BUFFER, Lagged, Subscribers, check_buffer
 from .errors import (
     DuplicateVariable,
+    NotAMember,
     OutOfDomain,
     PermissionDenied,
+    ReadOnly,
     VariableNotFound,
     VersionConflict,
 )
@@ -215,6 +224,22 @@ def _to_writers(value: object) -> frozenset[str] | None:
     return writers
 
 
+def _to_members(value: object) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"VariableSpec.members is None or a collection of node names, got {value!r}"
+        )
+    members = frozenset(value)
+    for member in members:
+        if not isinstance(member, str) or not member:
+            raise TypeError(f"VariableSpec.members holds node names (str), got {member!r}")
+    if not members:
+        raise ValueError("VariableSpec.members must name at least one node (or be None)")
+    return members
+
+
 def _check_name(_: object, attribute: attrs.Attribute[str], value: object) -> None:
     if not isinstance(value, str) or not value:
         raise TypeError(f"VariableSpec.name must be a non-empty str, got {value!r}")
@@ -238,7 +263,9 @@ class VariableSpec:
     """A universal variable: ``name``, ``domain`` (its type), ``default`` (must be in the
     domain), ``writers`` (agent ids allowed to write directly; None: anyone),
     ``coordinated`` (whether :func:`~foundation_trio.agents.coordinate` may commit),
-    ``history`` (how many committed versions are kept)."""
+    ``history`` (how many committed versions are kept), ``members`` (the names of the
+    nodes whose strict majority this node must see to write, this node among them;
+    None: a node-local variable, always writable)."""
 
     name: str = attrs.field(validator=_check_name)
     domain: Domain = attrs.field(validator=_check_domain)
@@ -246,6 +273,7 @@ class VariableSpec:
     writers: frozenset[str] | None = attrs.field(default=None, converter=_to_writers, kw_only=True)
     coordinated: bool = attrs.field(default=True, kw_only=True)
     history: int = attrs.field(default=100, validator=_check_history, kw_only=True)
+    members: frozenset[str] | None = attrs.field(default=None, converter=_to_members, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -306,6 +334,12 @@ class VariableStore:
                 raise PermissionDenied(name, writer, spec.access())
         elif spec.writers is not None and writer not in spec.writers:
             raise PermissionDenied(name, writer, spec.access())
+        if spec.members is not None:
+            # this node is a member (checked at definition), so it counts itself
+            reachable = 1 + len(spec.members.intersection(nodes()))
+            needed = len(spec.members) // 2 + 1
+            if reachable < needed:
+                raise ReadOnly(name, writer, reachable, needed)
         try:
             checked = spec.domain.check(value)
         except ValueError as exc:
@@ -370,10 +404,14 @@ def _writer() -> str:
 def define_variable(spec: VariableSpec) -> VariableUpdate:
     """Define a variable on this node at version 0 with its default; return that version.
 
-    Raises :class:`~.errors.DuplicateVariable` if the name is taken.
+    Raises :class:`~.errors.DuplicateVariable` if the name is taken,
+    :class:`~.errors.NotAMember` if ``spec.members`` does not name this node.
     """
     if not isinstance(spec, VariableSpec):
         raise TypeError(f"define_variable() takes a VariableSpec, got {spec!r}")
+    here = current_node().name
+    if spec.members is not None and here not in spec.members:
+        raise NotAMember(spec.name, here, spec.members)
     store = variable_store()
     if spec.name in store.variables:
         raise DuplicateVariable(spec.name)
@@ -398,7 +436,8 @@ def set_variable(name: str, value: Any, *, expected_version: int) -> VariableUpd
 
     Raises :class:`~.errors.VersionConflict` (another write committed first),
     :class:`~.errors.OutOfDomain`, :class:`~.errors.PermissionDenied` (the calling
-    agent is not among ``writers``), :class:`~.errors.VariableNotFound`. Nothing
+    agent is not among ``writers``), :class:`~.errors.ReadOnly` (this node sees no
+    strict majority of the variable's ``members``), :class:`~.errors.VariableNotFound`. Nothing
     is committed when it raises.
     """
     version = _check_version(expected_version)
