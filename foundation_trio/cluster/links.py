@@ -94,6 +94,7 @@ _CLOSE_PROTOCOL = 1002
 _CLOSE_REPLACED = 4000
 _CLOSE_DOWN = 4001
 _DUPLICATE = "duplicate connection"
+_ALREADY_LINKED = "already linked"
 _RECEIVE_BUFFER = 64 * 1024
 """Bytes read from a socket at once (trio-websocket reads 4 KiB by default, which
 takes 16 reads and 16 parser rounds per 64 KiB chunk)."""
@@ -357,6 +358,10 @@ class Links:
         """
         parse_address(address, "connect(address)")
         nursery = self._require_running("connect()")
+        known = self._address_names.get(address)
+        if known is not None and known in self._links:
+            self._maintain(address)
+            return known
         try:
             name: str = await nursery.start(self._dial, address, Channel.CONTROL, None)
         except HandshakeFailed as error:
@@ -766,7 +771,9 @@ class Links:
         result = shake.receive(await receive())
         if isinstance(result, Failed):
             await _tell(ws, result.reply)
-            raise _Rejected(result.reason)
+            # A dialler that finds itself linked already (both sides dialled at once)
+            # refuses our answer: a race, not an attack.
+            raise _Rejected(result.reason, benign=result.reason.endswith(_ALREADY_LINKED))
         assert isinstance(result, Verified)
         peer = result.peer
         channel = Channel(peer.channel)
@@ -936,7 +943,7 @@ class Links:
                     address,
                 )
             if existing is not None or key in self._dialling:
-                await _tell(ws, shake.refuse("already linked"))
+                await _tell(ws, shake.refuse(_ALREADY_LINKED))
                 if existing is None:
                     raise HandshakeFailed("already dialling this peer", address)
                 return None

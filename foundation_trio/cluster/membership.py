@@ -335,7 +335,9 @@ class Membership:
                 contact = self.rng.choice(candidates) if candidates else None
             if contact is not None:
                 effects.extend(core.join(contact, now))
-            core.add_passive(peer for peer in known if peer != contact)
+            # The contact too: until its JOIN_ACCEPT arrives it is in neither view, and
+            # a member must not vanish while the switch is in flight.
+            core.add_passive(known)
         else:
             for peer in dict.fromkeys([*([contact] if contact else []), *known]):
                 effects.extend(core.join(peer, now))
@@ -379,8 +381,13 @@ class Membership:
             return
         self._pending.pop(peer, None)
         now = trio.current_time()
-        self._apply(self.core.handle(LinkDown(peer), now), now)
-        if isinstance(self.core, HyParView) and not self._wanted(peer):
+        hyparview = isinstance(self.core, HyParView)
+        if not hyparview or self._wanted(peer):
+            self._apply(self.core.handle(LinkDown(peer), now), now)
+        # A HyParView link outside the active view (a join reply, a shuffle, a linger
+        # closed by either side) going down is no failure verdict: the peer stays in
+        # the passive view, which HyParView checks when it tries to promote it.
+        if hyparview and not self._wanted(peer):
             # Stop the links redialling a node the overlay replaced; the seeds are
             # re-joined by the liveness loop when they go out of reach.
             self.links.disconnect(name, "not an overlay neighbour", forget=True)
