@@ -42,7 +42,7 @@ def cluster_boot(options: Cluster | str) -> BootStep:
         node.set_extension(Membership, membership)
 
         async def run_links(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            links = Links(node.name, options, service)
+            links = Links(node.name, options, service, on_heartbeat=membership.heartbeat_received)
             async with trio.open_nursery() as nursery:
 
                 async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -279,14 +279,30 @@ class Links:
     ``run()`` does the work and must be running for anything else to work;
     ``events`` receives the messages and the peers' ups and downs. Send with
     :meth:`send` (waits for room) or :meth:`send_nowait`.
+
+    ``on_heartbeat(peer, arrived)``, if given, is called for every heartbeat frame
+    read on a control connection, with the peer's name and the ``trio.current_time()``
+    it was read at: the feed of a failure detector (``cluster/failure.py``). It runs
+    in the connection's reader task and must not block; an exception it raises is
+    logged and the link carries on.
     """
 
-    def __init__(self, node_name: str, options: Cluster, events: LinkEvents) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        options: Cluster,
+        events: LinkEvents,
+        *,
+        on_heartbeat: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.name = _check_node_name(node_name)
         if not isinstance(options, Cluster):
             raise TypeError(f"options must be an ft.Cluster, got {type(options).__name__}")
+        if on_heartbeat is not None and not callable(on_heartbeat):
+            raise TypeError(f"on_heartbeat must be callable or None, got {on_heartbeat!r}")
         self.options = options
         self.events = events
+        self.on_heartbeat = on_heartbeat
         self.incarnation = secrets.randbits(63)
         self._cookie = options.cookie.encode()
         self._rng = options.rng if options.rng is not None else random.Random()
@@ -431,6 +447,27 @@ class Links:
         if link is not None:
             self._link_down(link, f"disconnected: {reason}")
 
+    def declare_down(self, peer: str, reason: str) -> None:
+        """Take the link to ``peer`` down as failed, a failure detector's verdict:
+        like :meth:`disconnect`, but ``reason`` is reported as it is (to
+        ``LinkEvents.peer_down``, the log and the peer) and the peer's addresses stay
+        on the redial list, so a peer that was only slow links again. Does nothing
+        if there is no link to ``peer``."""
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, got {reason!r}")
+        link = self._links.get(peer)
+        if link is not None:
+            self._link_down(link, reason)
+
+    def delivering(self, peer: str) -> bool:
+        """Whether the reader of ``peer``'s control connection is waiting for
+        ``LinkEvents.message_received`` to return: while it is, nothing more is read
+        from that peer, so a silence then is this node's own (the watchdog and the
+        failure detector wait). False without a link."""
+        link = self._links.get(peer)
+        conn = link.conns.get(Channel.CONTROL) if link is not None else None
+        return conn is not None and conn.delivering
+
     # -- sending ----------------------------------------------------------------------
 
     def _queue(self, peer: str, channel: Channel, data: bytes) -> SendQueue:
@@ -504,9 +541,13 @@ class Links:
         heartbeat = options.heartbeat_interval if channel is Channel.CONTROL else math.inf
         faults = self.faults
         conn.direct = direct = DirectWrite.for_connection(ws, conn.stream)
+        # Control sends a heartbeat every interval, whatever else it carries: the
+        # peer's phi detector learns the rhythm of heartbeats alone, which bursts of
+        # other messages would blur.
+        next_beat = trio.current_time() + heartbeat
         while True:
             queue.writing = False
-            with trio.move_on_after(heartbeat):
+            with trio.move_on_at(next_beat):
                 await queue.wait_ready()
             if queue.closed is not None:
                 return
@@ -520,10 +561,14 @@ class Links:
                     return
                 queue.settle()
                 continue
-            if not queue.items:
+            if trio.current_time() >= next_beat:
                 if not faults.enabled or faults.passes_heartbeat(peer, OUT):
                     await ws.send_message(framing.HEARTBEAT_FRAME)
                     stats.frames_sent += 1
+                next_beat = trio.current_time() + heartbeat
+                continue
+            if not queue.items:
+                queue.settle()
                 continue
             batch = queue.take(frame_limit, framing.MESSAGE_HEADER, chunk_size)
             if faults.enabled:
@@ -575,6 +620,7 @@ class Links:
         peer = link.name
         faults = self.faults
         deliver = self.events.message_received
+        on_heartbeat = self.on_heartbeat if channel is Channel.CONTROL else None
         while True:
             try:
                 frame = await ws.get_message()
@@ -593,6 +639,8 @@ class Links:
             if decoder.completed is not None:
                 messages = [await _join(decoder.take_completed())]
             elif not messages:
+                if on_heartbeat is not None and frame[0] == framing.HEARTBEAT:
+                    self._notify(on_heartbeat, peer, conn.last_received)
                 continue
             if faults.enabled:
                 messages, delay = faults.apply(peer, IN, channel, messages)

@@ -12,9 +12,10 @@ remote processes use it. ``NeighborUp``/``NeighborDown`` go to the node's
 :class:`~foundation_trio.protocols.plumtree.Plumtree`, which carries
 ``ft.cluster.broadcast``. One task sleeps until the earliest deadline of the cores
 (``trio.sleep_until``-style, woken when an earlier one appears) and runs their
-``tick``. The failure detector is the links' own: a link whose control connection is
-silent for ``peer_down_after`` heartbeat intervals goes down, which the cores see as
-``LinkDown`` (the phi-accrual core of ``protocols/phi.py`` is not wired in yet).
+``tick``. Failure detection (``failure.py``): the links report every heartbeat to
+this driver's :class:`~.failure.FailureDetector`, which closes the link of a peer whose
+phi crosses the threshold; the links' own watchdog (``peer_down_after`` silent
+heartbeat intervals) is the hard upper bound. Either way the cores see ``LinkDown``.
 
 A node's id in the cores is ``"<name>@<address>"`` (its advertised address), so any id
 learned from gossip can be dialled. See docs/membership.md for the public functions
@@ -59,6 +60,7 @@ from ..services.subscribers import DEFAULT_BUFFER, Lagged, Subscribers, check_bu
 from . import _gossip_wire as gw
 from . import wire
 from .errors import HandshakeFailed, NotConnected, SendQueueFull
+from .failure import FailureDetector
 from .options import OVERLAYS, Channel, Cluster, parse_address
 
 if TYPE_CHECKING:
@@ -125,6 +127,7 @@ class Membership:
         self.links: Links | None = None
         self.core: Overlay = FullMesh("unstarted")
         self.plumtree = Plumtree("unstarted")
+        self.detector = FailureDetector(options)
         self.frames_sent = 0
         self.frames_received = 0
         self.frames_dropped = 0
@@ -157,12 +160,16 @@ class Membership:
         self.core = self._new_core(self.kind)
         self._ids.clear()
         self._alive.clear()
+        self.detector = detector = FailureDetector(self.options)
+        for peer in links.peers():
+            detector.peer_up(peer, trio.current_time())
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for seed in self.options.seeds:
                     nursery.start_soon(self._join_address, seed)
                 nursery.start_soon(self._timers)
+                nursery.start_soon(detector.run, links, self._emit)
                 nursery.start_soon(self._liveness)
                 task_status.started()
         finally:
@@ -362,7 +369,12 @@ class Membership:
 
     # -- link events (from ClusterService) -----------------------------------------------
 
+    def heartbeat_received(self, name: str, arrived: float) -> None:
+        """The links' ``on_heartbeat`` hook: feeds the failure detector."""
+        self.detector.heartbeat(name, arrived)
+
     def peer_up(self, name: str) -> None:
+        self.detector.peer_up(name, trio.current_time())
         peer = self._ids.get(name)
         if peer is None or self.links is None:
             return
@@ -375,6 +387,7 @@ class Membership:
             self._linger(peer, now)
 
     def peer_down(self, name: str, reason: str) -> None:
+        self.detector.peer_down(name)
         peer = self._ids.get(name)
         self._close_at.pop(peer or "", None)
         if peer is None or self.links is None:
@@ -722,10 +735,20 @@ async def join(address: str) -> None:
 
 def membership_stats() -> dict[str, Any]:
     """Counters of this node's driver: overlay, epoch, frames sent/received/dropped,
-    active/passive view sizes, Plumtree cache length."""
+    active/passive view sizes, Plumtree cache length; and the failure detector's
+    state: ``phi`` (each linked peer's phi now, by name), ``phi_threshold`` (the
+    effective threshold now, None when phi does not act), ``local_health`` (the
+    score), ``loop_stalls`` and ``suspected`` (peers phi declared down)."""
     driver = _membership("membership_stats()")
     core = driver.core
+    detector = driver.detector
+    now = trio.current_time()
     return {
+        "phi": detector.phis(now),
+        "phi_threshold": detector.effective_threshold(now),
+        "local_health": detector.health.score(now),
+        "loop_stalls": detector.stalls,
+        "suspected": detector.suspected,
         "overlay": driver.kind,
         "epoch": driver.epoch,
         "neighbors": len(core.neighbors),

@@ -109,6 +109,20 @@ def _to_float(value: object) -> object:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    ok = value is None or (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
+    if not ok:
+        raise ConfigError(
+            f"{_where(instance, attribute)}: expected a finite number greater than 0 or "
+            f"None, got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ChannelOptions:
     """Limits of one channel of every link.
@@ -293,7 +307,39 @@ class Cluster:
     """A control connection with nothing else to send sends a heartbeat this often."""
 
     peer_down_after: int = attrs.field(default=5, validator=_int_at_least(1))
-    """A peer is down when no frame has arrived on control for this many intervals."""
+    """A peer is down when no frame has arrived on control for this many intervals: the
+    hard upper bound of failure detection (the phi detector usually decides sooner)."""
+
+    phi_threshold: float | None = attrs.field(
+        default=8.0, converter=_to_float, validator=_optional_positive
+    )
+    """Suspicion level (phi, in powers of ten) at which the phi-accrual detector declares
+    a silent peer down (docs/membership.md, Failure detection); None computes and reports
+    phi but leaves every verdict to ``peer_down_after``."""
+
+    phi_window: int = attrs.field(default=100, validator=_int_at_least(2))
+    """Heartbeat inter-arrival times the detector keeps per peer (its memory of how
+    regular that peer is)."""
+
+    phi_min_std: float = attrs.field(default=0.1, converter=_to_float, validator=_seconds())
+    """Seconds: the least standard deviation the detector assumes, so that a very
+    regular peer is not declared down for a delay of a few tens of milliseconds."""
+
+    phi_acceptable_pause: float = attrs.field(
+        default=1.0, converter=_to_float, validator=_seconds(allow_zero=True)
+    )
+    """Seconds of silence beyond the usual heartbeat interval that raise no suspicion
+    at all (a lost heartbeat, a short stall of the peer)."""
+
+    local_health_max: int = attrs.field(default=8, validator=_int_at_least(0))
+    """Largest local-health score: a node whose own event loop stalls multiplies its
+    phi threshold by ``1 + score``; 0 turns local health off."""
+
+    loop_stall_threshold: float = attrs.field(
+        default=0.2, converter=_to_float, validator=_seconds()
+    )
+    """Seconds of lateness of the node's own detector timer that count as a stall of its
+    event loop (each one raises the local-health score by 1)."""
 
     reconnect_min: float = attrs.field(default=0.1, converter=_to_float, validator=_seconds())
     reconnect_max: float = attrs.field(default=10.0, converter=_to_float, validator=_seconds())
