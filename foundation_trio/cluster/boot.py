@@ -60,7 +60,11 @@ def cluster_boot(options: Cluster | str) -> BootStep:
 
             async def discover(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                 await run_discovery(
-                    lambda: service.links, discovery, options.cookie, task_status=task_status
+                    lambda: service.links,
+                    discovery,
+                    options.cookie,
+                    membership=membership,
+                    task_status=task_status,
                 )
 
             children.append(ChildSpec("discovery", discover, restart=Restart.PERMANENT))

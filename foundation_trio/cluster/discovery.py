@@ -2,10 +2,11 @@
 
 A node opened with ``ft.Cluster(discovery=...)`` runs one discovery task beside
 its links. Every round (``Discovery.interval`` seconds, jittered) it asks each
-strategy to advertise the node, collects what the strategies found, and dials
-every found node it has no link to (:func:`join_found`). Because it keeps
-polling for as long as the node runs, two halves of a long partition find each
-other again once the network heals, without an operator.
+strategy to advertise the node, collects what the strategies found, and joins
+the overlay through a found node it does not reach (:func:`join_found`,
+:func:`discovery_round`). Because it keeps polling for as long as the node runs,
+two halves of a long partition find each other again once the network heals,
+without an operator.
 
 Strategies:
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
     from .links import Links
+    from .membership import Membership
     from .options import Cluster
 
 logger = logging.getLogger("foundation_trio.cluster.discovery")
@@ -62,7 +64,7 @@ MDNS_SERVICE_TYPE = "_foundation-trio._tcp.local."
 
 ROUND_EVENT = "cluster.discovery.round"
 """Telemetry event after each discovery round: measurements ``found`` (nodes the
-strategies reported, this node excluded), ``joined`` (links opened this round) and
+strategies reported, this node excluded), ``joined`` (nodes joined this round) and
 ``failed`` (strategy calls that raised); metadata ``node``."""
 
 FAILED_EVENT = "cluster.discovery.failed"
@@ -189,7 +191,7 @@ def _check_addresses(instance: object, attribute: attrs.Attribute[Any], value: o
 class Static:
     """A fixed list of ``host:port`` addresses, found every round. Unlike
     ``Cluster.seeds``, which the links redial until they answer, these are joined
-    again by discovery whenever the node has no link to them."""
+    again by discovery whenever the node does not reach them."""
 
     addresses: tuple[str, ...] = attrs.field(converter=_to_tuple, validator=_check_addresses)
 
@@ -716,10 +718,11 @@ class Discovery:
     Every round, which starts once the links listen and then every ``interval``
     seconds multiplied by a uniform factor in ``1 +- jitter`` (so that nodes
     started together do not poll together), each strategy advertises the node
-    and reports what it found, and the node dials each found node it has no
-    link to. A node therefore rejoins anything it can find within one interval
-    (times ``1 + jitter``) plus one handshake (``Cluster.handshake_timeout`` at
-    most) of the network allowing it.
+    and reports what it found, and the node joins the overlay through a found
+    node it does not reach (see :func:`discovery_round`). A node therefore
+    rejoins anything it can find within one interval (times ``1 + jitter``) plus
+    one handshake (``Cluster.handshake_timeout`` at most) of the network
+    allowing it.
     """
 
     strategies: tuple[Strategy, ...] = attrs.field(
@@ -743,7 +746,7 @@ class Discovery:
 
     @property
     def bound(self) -> float:
-        """Seconds within which a found node the node has no link to is dialled:
+        """Seconds within which a found node the node does not reach is joined:
         the longest interval (the handshake then takes at most
         ``Cluster.handshake_timeout``)."""
         return self.interval * (1 + self.jitter)
@@ -761,11 +764,19 @@ def to_discovery(value: object) -> Discovery | None:
     )
 
 
-async def join_found(links: Links, address: str) -> str:
+async def join_found(
+    links: Links, address: str, membership: Membership | None = None
+) -> str | None:
     """What discovery does with the address of a found node this node lacks: the
-    one place that decides it. Today it opens a link (``links.connect``, which
-    then redials the address whenever the link is lost); returns the peer's name.
-    Raises what ``Links.connect`` raises."""
+    one place that decides it. With the node's membership driver, join its overlay
+    through that node (``Membership.join``: a link, then the overlay's join, e.g.
+    HyParView's ``JOIN``; a bare link would be closed again as no overlay
+    neighbour); without one, open a link (``links.connect``, which then redials
+    the address whenever the link is lost). Returns the peer's name, or None when
+    the driver did nothing (its links are restarting, or a join through that
+    address is under way). Raises what ``Links.connect`` raises."""
+    if membership is not None:
+        return await membership.join(address, quiet=False)
     return await links.connect(address)
 
 
@@ -811,16 +822,34 @@ async def _guarded(
 
 
 async def discovery_round(
-    links: Links, settings: Discovery, me: NodeInfo, known: dict[str, str] | None = None
+    links: Links,
+    settings: Discovery,
+    me: NodeInfo,
+    known: dict[str, str] | None = None,
+    *,
+    membership: Membership | None = None,
+    rng: random.Random | None = None,
 ) -> list[Found]:
     """One round: advertise ``me`` with every strategy, collect what they found,
-    and dial (concurrently) each found node ``links`` has no link to. Returns
-    what was found. A strategy that raises is logged and skipped; a dial that
-    fails is logged at debug level and tried again the next round.
+    and join what the node lacks (:func:`join_found`). Returns what was found. A
+    strategy that raises is logged and skipped; a join that fails is logged at
+    debug level and tried again the next round.
+
+    Without a ``membership`` driver, the node lacks the found nodes ``links`` has
+    no link to, and dials each of them (concurrently). With one, it lacks those
+    its overlay does not reach (``membership.reachable()``: linked, or heard from
+    through the overlay's liveness broadcasts), and one node per overlay joins:
+    the one whose name is the smallest among the nodes it reaches and itself. It
+    joins through one lacking node per round, picked at random with ``rng`` (the
+    next one if that fails). One join merges two overlays, after which the
+    liveness broadcasts make the rest reachable; a join from every node that
+    lacks others would have HyParView's active views on both sides evicted and
+    refilled at once, and the churn delays the liveness broadcasts, which makes
+    nodes look unreachable and join again.
 
     ``known`` maps addresses to the names they led to, kept from round to round
     by the caller, so that an address found without a name (DNS) is not dialled
-    again while its node is linked."""
+    again while its node is present."""
     known = {} if known is None else known
     failures = _Failures()
     found: list[Found] = []
@@ -834,14 +863,14 @@ async def discovery_round(
                 found.append(item)
             else:
                 logger.warning("discovery: %r returned %r, not a Found", strategy, item)
-    connected = set(links.peers())
+    present = set(links.peers() if membership is None else membership.reachable())
     by_name: dict[str, list[str]] = {}
     anonymous: list[str] = []
     for item in found:
         if item.address == me.address or item.name == me.name:
             continue
         name = item.name if item.name is not None else known.get(item.address)
-        if name is not None and (name in connected or name == me.name):
+        if name is not None and (name in present or name == me.name):
             continue
         if item.name is None:
             if item.address not in anonymous:
@@ -853,11 +882,11 @@ async def discovery_round(
 
     joined = 0
 
-    async def dial(addresses: list[str]) -> None:
+    async def dial(addresses: list[str]) -> bool:
         nonlocal joined
         for address in addresses:
             try:
-                name = await join_found(links, address)
+                name = await join_found(links, address, membership)
             except (NotConnected, HandshakeFailed, OSError, ConfigError) as error:
                 if isinstance(error, HandshakeFailed) and "our own node name" in error.reason:
                     # Our own DNS record: never dial it again.
@@ -869,17 +898,27 @@ async def discovery_round(
                 # the node does not.
                 logger.warning("node %s: joining %s failed", me.name, address, exc_info=True)
                 continue
+            if name is None:
+                continue
             known[address] = name
-            if name not in connected:
+            if name not in present:
                 joined += 1
                 logger.info("node %s: discovery joined %s at %s", me.name, name, address)
-            return
+            return True
+        return False
 
-    async with trio.open_nursery() as nursery:
-        for addresses in by_name.values():
-            nursery.start_soon(dial, addresses)
-        for address in anonymous:
-            nursery.start_soon(dial, [address])
+    candidates = [*by_name.values(), *([address] for address in anonymous)]
+    if membership is not None and any(name < me.name for name in present):
+        candidates = []  # a node of this overlay with a smaller name joins for it
+    if membership is None:
+        async with trio.open_nursery() as nursery:
+            for addresses in candidates:
+                nursery.start_soon(dial, addresses)
+    else:
+        (rng or random).shuffle(candidates)
+        for addresses in candidates:
+            if await dial(addresses):
+                break
     others = {item.name or known.get(item.address) or item.address for item in found}
     others.discard(me.name)
     others.discard(me.address)
@@ -896,13 +935,15 @@ async def run_discovery(
     settings: Discovery,
     cookie: str,
     *,
+    membership: Membership | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The discovery task of a node: rounds until cancelled, then withdraw.
 
     ``get_links()`` returns the node's running ``Links`` (or None while they
-    restart). On cancellation every strategy that advertised is withdrawn,
-    shielded, within 5 seconds.
+    restart); ``membership`` is the node's overlay driver, which found nodes join
+    (see :func:`discovery_round`). On cancellation every strategy that advertised
+    is withdrawn, shielded, within 5 seconds.
     """
     namespace = cluster_namespace(cookie)
     rng = settings.rng if settings.rng is not None else random.Random()
@@ -915,7 +956,7 @@ async def run_discovery(
             if links is not None and links.address:
                 me = NodeInfo(links.name, links.address, namespace)
                 advertised[me.name] = me
-                await discovery_round(links, settings, me, known)
+                await discovery_round(links, settings, me, known, membership=membership, rng=rng)
             factor = 1 + rng.uniform(-settings.jitter, settings.jitter)
             await trio.sleep(settings.interval * factor)
     finally:

@@ -6,13 +6,15 @@ on it per peer, per direction and optionally per channel::
 
     links.faults.set("b", OUT, drop=0.2)            # lose 20% of messages to b
     links.faults.set("b", IN, delay=0.05)           # hold what b sends for 50 ms
-    links.faults.blackhole("b", OUT)                # nothing reaches b, heartbeats too
+    links.faults.blackhole("b", OUT)                # nothing reaches b, heartbeats too,
+                                                    # and no new link with b forms
     links.faults.sever("b")                         # reset every connection to b now
     links.faults.clear("b")
 
 Rules apply to messages, where a link queues them (``OUT``, before they are
 framed; a chunked bulk message counts as one) or delivers them (``IN``, after
-reassembly). Heartbeats are subject to ``blackhole`` only. Decisions come from
+reassembly). Heartbeats are subject to ``blackhole`` only, and so are new links:
+a blackhole on the control channel refuses their handshakes. Decisions come from
 a ``random.Random`` seeded with ``seed``, so a run can be replayed.
 
 With no rule set, ``enabled`` is False and the links' send and receive paths
@@ -73,7 +75,9 @@ class FaultRule:
     """Seconds added before each batch goes out (OUT) or is delivered (IN); the
     channel stays in order, later messages wait behind."""
     blackhole: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    """Nothing passes, heartbeats included."""
+    """Nothing passes, heartbeats included. On the control channel (either way) it
+    also refuses new links with the peer, as a cut network would (see
+    :meth:`FaultInjector.refuses_link`)."""
 
 
 @attrs.define
@@ -179,6 +183,18 @@ class FaultInjector:
             self.counts.blackholed += 1
             return False
         return True
+
+    def refuses_link(self, peer: str) -> bool:
+        """Whether a new link with ``peer`` is refused: a blackhole on its control
+        channel, either way, lets no handshake through (a cut network lets no TCP
+        handshake through either). Both sides check it once they know the peer's
+        name, so the dial fails at once instead of after ``handshake_timeout``."""
+        for direction in Direction:
+            rule = self._rules.get((peer, direction, Channel.CONTROL))
+            if rule is not None and rule.blackhole:
+                self.counts.blackholed += 1
+                return True
+        return False
 
     def blackholed(self, peer: str, direction: Direction, channel: Channel) -> bool:
         rule = self._rules.get((peer, direction, channel))

@@ -94,6 +94,7 @@ _CLOSE_PROTOCOL = 1002
 _CLOSE_REPLACED = 4000
 _CLOSE_DOWN = 4001
 _DUPLICATE = "duplicate connection"
+_BLACKHOLED = "blackholed by the fault injector"
 _ALREADY_LINKED = "already linked"
 _RECEIVE_BUFFER = 64 * 1024
 """Bytes read from a socket at once (trio-websocket reads 4 KiB by default, which
@@ -819,16 +820,18 @@ class Links:
         result = shake.receive(await receive())
         if isinstance(result, Failed):
             await _tell(ws, result.reply)
-            # A dialler that finds itself linked already (both sides dialled at once)
-            # refuses our answer: a race, not an attack.
-            raise _Rejected(result.reason, benign=result.reason.endswith(_ALREADY_LINKED))
+            # A dialler that finds itself linked already (both sides dialled at once),
+            # or cut off from us by its fault injector, refuses our answer: not an attack.
+            raise _Rejected(
+                result.reason, benign=result.reason.endswith((_ALREADY_LINKED, _BLACKHOLED))
+            )
         assert isinstance(result, Verified)
         peer = result.peer
         channel = Channel(peer.channel)
         refusal, link = self._admit(peer, channel)
         if refusal is not None:
             await _tell(ws, shake.refuse(refusal))
-            raise _Rejected(refusal, benign=refusal.startswith(_DUPLICATE))
+            raise _Rejected(refusal, benign=refusal.startswith((_DUPLICATE, _BLACKHOLED)))
         _set_receive_limit(ws, self.options.channel(channel).max_frame_size)
         conn = self._register(peer, channel, ws, tracked, dialer=peer.name, link=link)
         # Registered before the welcome goes out: from the peer's first frame on,
@@ -841,6 +844,12 @@ class Links:
 
     def _admit(self, peer: PeerIdentity, channel: Channel) -> tuple[str | None, _Link | None]:
         """Whether to admit a verified incoming connection: (refusal, link to join)."""
+        if (
+            channel is Channel.CONTROL
+            and self.faults.enabled
+            and self.faults.refuses_link(peer.name)
+        ):
+            return _BLACKHOLED, None
         link = self._links.get(peer.name)
         if link is not None and link.incarnation != peer.incarnation:
             return (
@@ -980,6 +989,13 @@ class Links:
         assert isinstance(result, Verified)
         peer = result.peer
         self._address_names[address] = peer.name
+        if (
+            channel is Channel.CONTROL
+            and self.faults.enabled
+            and self.faults.refuses_link(peer.name)
+        ):
+            await _tell(ws, shake.refuse(_BLACKHOLED))
+            raise NotConnected(address, _BLACKHOLED)
         key = (peer.name, channel)
         existing = self._links.get(peer.name)
         if channel is Channel.CONTROL:

@@ -167,7 +167,7 @@ class Membership:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for seed in self.options.seeds:
-                    nursery.start_soon(self._join_address, seed)
+                    nursery.start_soon(self._join_seed, seed)
                 nursery.start_soon(self._timers)
                 nursery.start_soon(detector.run, links, self._emit)
                 nursery.start_soon(self._liveness)
@@ -235,32 +235,42 @@ class Membership:
 
     # -- public operations ---------------------------------------------------------------
 
-    async def join(self, address: str) -> None:
+    async def join(self, address: str, *, quiet: bool = True) -> str | None:
         """Dial ``address`` and join the overlay through the node there (unless that
-        node is already reachable). Raises ``ConfigError`` for a malformed address."""
+        node is already reachable); return that node's name, or None when nothing was
+        done (the links are not running, ``address`` is this node's, a join through it
+        is under way) or, with ``quiet``, the dial failed (logged at debug level).
+        Without ``quiet`` a failed dial raises what ``Links.connect`` raises
+        (discovery wants the reason). Raises ``ConfigError`` for a malformed address."""
         parse_address(address, "join(address)")
-        await self._join_address(address)
+        if not quiet:
+            return await self._join_address(address)
+        try:
+            return await self._join_address(address)
+        except (NotConnected, HandshakeFailed, OSError) as exc:
+            logger.debug("node %s: join through %s failed: %s", self.node.name, address, exc)
+            return None
 
-    async def _join_address(self, address: str) -> None:
+    async def _join_seed(self, address: str) -> None:
+        await self.join(address)
+
+    async def _join_address(self, address: str) -> str | None:
         links = self.links
         if links is None or address == links.address or address in self._joining:
-            return
+            return None
         known = self._seed_names.get(address)
         if known is not None and known in self.reachable() and self.core.neighbors:
-            return
+            return known
         self._joining.add(address)
         try:
-            try:
-                name = await links.connect(address)
-            except (NotConnected, HandshakeFailed, OSError) as exc:
-                logger.debug("node %s: join through %s failed: %s", self.node.name, address, exc)
-                return
+            name = await links.connect(address)
             self._seed_names[address] = name
             if name == self.node.name or self.links is not links:
-                return
+                return name
             peer = self._ids.get(name) or node_id(name, address)
             now = trio.current_time()
             self._apply(self.core.join(peer, now), now)
+            return name
         finally:
             self._joining.discard(address)
 
@@ -634,7 +644,7 @@ class Membership:
                 for seed in self.options.seeds:
                     name = self._seed_names.get(seed)
                     if name is None or name not in self.reachable() or not self.core.neighbors:
-                        self._nursery.start_soon(self._join_address, seed)
+                        self._nursery.start_soon(self._join_seed, seed)
             await trio.sleep(interval * (0.75 + 0.5 * self.rng.random()))
 
     def _emit(

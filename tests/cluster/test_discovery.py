@@ -32,6 +32,7 @@ from foundation_trio.cluster.discovery import (
     auto_cluster,
     cluster_namespace,
 )
+from foundation_trio.cluster.errors import NotConnected
 from foundation_trio.cluster.faults import IN, OUT
 from foundation_trio.cluster.handshake import PROTOCOL_VERSION
 from foundation_trio.cluster.links import Links
@@ -86,7 +87,7 @@ def test_bad_options_name_the_argument(tmp_path: Path) -> None:
     with pytest.raises(ft.ConfigError, match=r"LocalHost\.stale_after"):
         LocalHost(stale_after=0)
     with pytest.raises(ft.ConfigError, match=r"LocalHost\.directory"):
-        LocalHost(directory=42)  # type: ignore[arg-type]
+        LocalHost(directory=42)
     with pytest.raises(ft.ConfigError, match=r"Mdns.interfaces\[0\]"):
         Mdns(interfaces=["eth0"])
     with pytest.raises(ft.ConfigError, match=r"Mdns\.service_type"):
@@ -100,7 +101,7 @@ def test_bad_options_name_the_argument(tmp_path: Path) -> None:
     with pytest.raises(ft.ConfigError, match=r"Discovery\.strategies"):
         Discovery([])
     with pytest.raises(ft.ConfigError, match=r"Discovery\.rng"):
-        Discovery(Static([]), rng=42)  # type: ignore[arg-type]
+        Discovery(Static([]), rng=42)
     with pytest.raises(ft.ConfigError, match="stale_after"):
         Discovery(LocalHost(tmp_path, stale_after=5), interval=5)
     with pytest.raises(ft.ConfigError, match=r"Cluster\.discovery"):
@@ -319,9 +320,9 @@ async def test_dns_a_records(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPa
     joins: list[str] = []
     join_found = disc.join_found
 
-    async def counting(links: Links, address: str) -> str:
+    async def counting(links: Links, address: str, membership: Any = None) -> str | None:
         joins.append(address)
-        return await join_found(links, address)
+        return await join_found(links, address, membership)
 
     monkeypatch.setattr(disc, "join_found", counting)
     async with open_nodes(["b"], opener()) as first:
@@ -459,7 +460,7 @@ def test_auto_picks_mdns_with_a_cookie_and_local_host_without(tmp_path: Path) ->
     with pytest.raises(ft.ConfigError, match="FT_COOKIE_FILE"):
         auto_cluster({"FT_COOKIE_FILE": str(cookie_file)})
     with pytest.raises(TypeError, match="environ"):
-        auto_cluster(["FT_COOKIE"])  # type: ignore[arg-type]
+        auto_cluster(["FT_COOKIE"])
 
 
 async def test_open_node_auto_on_one_machine(
@@ -586,6 +587,77 @@ async def test_halves_of_a_long_partition_merge_again(tmp_path: Path) -> None:
         assert took < bound + 3.0, f"re-merged after {took:.2f} s (bound {bound:.2f} s)"
 
 
+class Overlay:
+    """Stands for the membership driver: what it reaches, and the joins asked of it."""
+
+    def __init__(self, reached: list[str], refusing: set[str]) -> None:
+        self.reached = reached
+        self.refusing = refusing
+        self.joins: list[str] = []
+
+    def reachable(self) -> list[str]:
+        return list(self.reached)
+
+    async def join(self, address: str, *, quiet: bool = True) -> str | None:
+        assert not quiet  # discovery wants the reason of a failure
+        self.joins.append(address)
+        if address in self.refusing:
+            raise NotConnected(address, "refused (test)")
+        return NAMED[address]
+
+
+NAMED = {f"127.0.0.1:{7000 + i}": name for i, name in enumerate("bcde")}
+
+
+class Listed:
+    async def advertise(self, me: NodeInfo) -> None:
+        pass
+
+    async def discover(self, me: NodeInfo) -> Sequence[Found]:
+        return [Found(address, name) for address, name in NAMED.items()]
+
+    async def withdraw(self, me: NodeInfo) -> None:
+        pass
+
+
+async def test_with_a_driver_a_round_joins_one_node_the_overlay_does_not_reach() -> None:
+    """Linked or not, a node the overlay reaches is not joined; of those it does not
+    reach, one per round, the next if that one's dial fails; and only by the node
+    with the smallest name among those that reach each other."""
+    settings = Discovery(Listed(), rng=random.Random(3))
+    me = NodeInfo("a", "127.0.0.1:6999", cluster_namespace(COOKIE))
+    overlay = Overlay(reached=["b", "c"], refusing=set())
+    links: Any = object()  # a driver is given: the links are not asked
+    rng = random.Random(1)
+    await disc.discovery_round(links, settings, me, membership=overlay, rng=rng)
+    assert len(overlay.joins) == 1
+    assert NAMED[overlay.joins[0]] in {"d", "e"}
+
+    first = overlay.joins[0]
+    overlay.joins.clear()
+    overlay.refusing = {first}
+    for _ in range(20):  # whichever order the round picks, a refusal moves it on
+        overlay.joins.clear()
+        await disc.discovery_round(links, settings, me, membership=overlay, rng=rng)
+        assert overlay.joins[-1] != first and NAMED[overlay.joins[-1]] in {"d", "e"}
+        assert overlay.joins in ([first, overlay.joins[-1]], [overlay.joins[-1]])
+
+    overlay.reached = ["b", "c", "d", "e"]
+    overlay.joins.clear()
+    await disc.discovery_round(links, settings, me, membership=overlay, rng=rng)
+    assert overlay.joins == []
+
+    # "f" reaches "b" and "c", whose overlay "b" joins for: "f" does not.
+    overlay.reached = ["b", "c"]
+    overlay.refusing = set()
+    other = NodeInfo("f", "127.0.0.1:6998", cluster_namespace(COOKIE))
+    await disc.discovery_round(links, settings, other, membership=overlay, rng=rng)
+    assert overlay.joins == []
+    overlay.reached = []  # alone, it is its own overlay's smallest name
+    await disc.discovery_round(links, settings, other, membership=overlay, rng=rng)
+    assert len(overlay.joins) == 1
+
+
 class Mirror:
     """Finds the node itself under another name for its host, as a DNS record of
     one's own pod does."""
@@ -606,9 +678,9 @@ async def test_own_address_under_another_host_is_dialled_once(
     joins: list[str] = []
     join_found = disc.join_found
 
-    async def counting(links: Links, address: str) -> str:
+    async def counting(links: Links, address: str, membership: Any = None) -> str | None:
         joins.append(address)
-        return await join_found(links, address)
+        return await join_found(links, address, membership)
 
     monkeypatch.setattr(disc, "join_found", counting)
     rounds: list[dict[str, Any]] = []
@@ -673,11 +745,11 @@ async def test_a_join_that_raises_ends_the_round_not_the_node(
     attempts: list[str] = []
     join_found = disc.join_found
 
-    async def broken_once(links: Links, address: str) -> str:
+    async def broken_once(links: Links, address: str, membership: Any = None) -> str | None:
         attempts.append(address)
         if len(attempts) == 1:
             raise RuntimeError("links are stopping")
-        return await join_found(links, address)
+        return await join_found(links, address, membership)
 
     monkeypatch.setattr(disc, "join_found", broken_once)
     async with open_nodes(["b"], opener()) as first:

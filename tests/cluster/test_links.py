@@ -7,7 +7,12 @@ import pytest
 import trio
 from _links_helpers import Recorder, start, wait_channels, wait_linked
 
-from foundation_trio.cluster.errors import FrameTooLarge, NotConnected, SendQueueFull
+from foundation_trio.cluster.errors import (
+    FrameTooLarge,
+    HandshakeFailed,
+    NotConnected,
+    SendQueueFull,
+)
 from foundation_trio.cluster.faults import IN, OUT
 from foundation_trio.cluster.links import Channel, Links
 from foundation_trio.cluster.options import ChannelOptions
@@ -216,6 +221,27 @@ async def test_missed_heartbeats_take_the_link_down_then_it_recovers(
     b.faults.clear()
     await wait_linked((a, ra), (b, rb))
     assert rb.ups == ["a", "a"]
+
+
+async def test_a_control_blackhole_refuses_new_links_on_either_side(
+    nursery: trio.Nursery,
+) -> None:
+    a, ra = await start(nursery, "a")
+    b, rb = await start(nursery, "b")
+    b.faults.blackhole("a", IN)  # the dialler's rule
+    with pytest.raises(NotConnected, match="blackholed by the fault injector"):
+        await b.connect(a.address)
+    b.faults.clear()
+    a.faults.blackhole("b", OUT)  # the acceptor's rule
+    with pytest.raises(HandshakeFailed, match="blackholed by the fault injector"):
+        await b.connect(a.address)
+    assert a.peers() == b.peers() == [] and ra.ups == rb.ups == []
+    assert a.rejected == 0  # an injected fault, not a rejection to count
+    # A blackhole on other channels leaves new links alone.
+    a.faults.clear()
+    a.faults.blackhole("b", OUT, channels=[Channel.DATA])
+    assert await b.connect(a.address) == "a"
+    await wait_linked((a, ra), (b, rb))
 
 
 async def test_simultaneous_dials_leave_one_connection(nursery: trio.Nursery) -> None:
