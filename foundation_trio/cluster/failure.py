@@ -19,10 +19,12 @@ history. Whichever fires first takes the link down; the reason says which.
 
 Local health: the timer of the check loop measures how late the node's own event loop
 runs it. A lateness of at least ``Cluster.loop_stall_threshold`` is a stall: it raises
-the local-health score by one (the score decays by one per 5 s without a stall) and,
-because the links' readers have not yet read what arrived during the stall, the round
-that noticed it passes no verdict. A node whose own loop stalls thus raises its
-threshold instead of declaring everyone dead.
+the local-health score by one (the score decays by one per 5 s without a stall), and
+the round that noticed it judges the peers as of the time it was due, not as of now:
+what arrived during the stall has not been read yet, and the silence the stall added
+is this node's, not the peers'. A node whose own loop stalls thus raises its threshold
+instead of declaring everyone dead, and one that is late all the time still detects
+(later by its lateness).
 """
 
 from __future__ import annotations
@@ -158,9 +160,10 @@ class FailureDetector:
 
     async def run(self, links: DetectorLinks, emit: Emit) -> None:
         """Every :attr:`check_interval` seconds: measure how late this timer ran (a
-        stall raises the local-health score and skips that round's verdicts), then
-        declare down the peers at or above the effective threshold. Runs until
-        cancelled; raises nothing else (``emit`` and ``links`` must not raise)."""
+        stall raises the local-health score, and the round judges as of the time it
+        was due), then declare down the peers at or above the effective threshold.
+        Runs until cancelled; raises nothing else (``emit`` and ``links`` must not
+        raise)."""
         period = self.check_interval
         stall = self.health.config.stall_threshold
         due = trio.current_time() + period
@@ -173,14 +176,16 @@ class FailureDetector:
                 self.stalls += 1
                 self.health.record_loop_lag(lag, now)
                 score = self.health.score(now)
-                logger.info(
+                logger.debug(
                     "event loop stalled %.3f s; local health score %d (phi threshold x%d)",
                     lag,
                     score,
                     1 + score,
                 )
                 emit(STALLED_EVENT, {"lag": lag, "local_health": score}, {})
-                # What arrived during the stall is still unread: judge next round.
+                # What arrived during the stall is still unread, and the silence the
+                # stall added is ours: judge as the round would have when it was due.
+                self.judge(links, due, emit)
             else:
                 self.judge(links, now, emit)
             due = now + period
@@ -188,12 +193,15 @@ class FailureDetector:
     def judge(self, links: DetectorLinks, now: float, emit: Emit) -> list[str]:
         """Declare down every up peer whose phi at ``now`` is at or above the effective
         threshold, except one whose control reader is held by this node's own handler
-        (``links.delivering``); return their names."""
+        (``links.delivering``); return their names. ``now`` may be in the past (a round
+        judging as of when it was due); a peer heard after it is not judged."""
         threshold = self.effective_threshold(now)
         if threshold is None:
             return []
         suspects: list[tuple[str, float]] = []
-        for peer in self._last:
+        for peer, last in self._last.items():
+            if last > now:
+                continue
             phi = self.phi_detector.phi(peer, now)
             if phi >= threshold and not links.delivering(peer):
                 suspects.append((peer, phi))

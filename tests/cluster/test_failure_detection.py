@@ -146,6 +146,29 @@ async def test_a_stall_of_this_node_makes_no_false_suspicion(
     assert detector.stalls == 1
 
 
+async def test_a_node_late_all_the_time_still_detects_a_silent_peer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = trio.current_time()
+
+    async def sluggish(_: FailureDetector) -> None:
+        # The loop is blocked 0.3 s out of every 0.5 s, for the whole run.
+        while True:
+            await trio.sleep(0.2)
+            autojump_clock.jump(0.3)
+
+    detector, links, events = await scenario(
+        DEFAULTS, 60, {"live": math.inf, "gone": 30}, sluggish
+    )
+    assert detector.stalls > 50
+    assert detector.health.score(trio.current_time()) == DEFAULTS.local_health_max
+    assert [peer for peer, _, _ in links.downs] == ["gone"]
+    # Later than on a healthy node (the threshold is up to nine times higher), not never.
+    assert links.downs[0][2] - (start + 30) < 2 * FIXED_BOUND
+    [(measured, _)] = events.named(SUSPECTED_EVENT)
+    assert measured["threshold"] > DEFAULTS.phi_threshold  # type: ignore[operator]
+
+
 async def test_local_health_raises_the_threshold(autojump_clock: trio.testing.MockClock) -> None:
     detector = FailureDetector(DEFAULTS)
     now = trio.current_time()
