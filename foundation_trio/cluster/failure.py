@@ -42,6 +42,7 @@ __all__ = [
     "MIN_CHECK_INTERVAL",
     "STALLED_EVENT",
     "SUSPECTED_EVENT",
+    "DetectorLinks",
     "FailureDetector",
 ]
 
