@@ -96,6 +96,7 @@ _CLOSE_DOWN = 4001
 _DUPLICATE = "duplicate connection"
 _BLACKHOLED = "blackholed by the fault injector"
 _ALREADY_LINKED = "already linked"
+_ALREADY_DIALLING = "already dialling this peer"
 _RECEIVE_BUFFER = 64 * 1024
 """Bytes read from a socket at once (trio-websocket reads 4 KiB by default, which
 takes 16 reads and 16 parser rounds per 64 KiB chunk)."""
@@ -383,10 +384,13 @@ class Links:
             name: str = await nursery.start(self._dial, address, Channel.CONTROL, None)
         except HandshakeFailed as error:
             known = self._address_names.get(address)
-            if known is None or _DUPLICATE not in error.reason:
+            if known is None or not (
+                _DUPLICATE in error.reason or error.reason == _ALREADY_DIALLING
+            ):
                 raise
-            # The peer dialled us at the same moment and keeps its own dial:
-            # the link comes up through that one.
+            # The peer dialled us at the same moment and keeps its own dial, or
+            # another task here (reconnection, a join) is dialling it: the link
+            # comes up through that one.
             with trio.move_on_after(self.options.handshake_timeout):
                 while known not in self._links:
                     await self._links_changed.wait()
@@ -1009,7 +1013,7 @@ class Links:
             if existing is not None or key in self._dialling:
                 await _tell(ws, shake.refuse(_ALREADY_LINKED))
                 if existing is None:
-                    raise HandshakeFailed("already dialling this peer", address)
+                    raise HandshakeFailed(_ALREADY_DIALLING, address)
                 return None
         elif link is None or existing is not link or link.incarnation != peer.incarnation:
             await _tell(ws, shake.refuse("the link this channel was for is gone"))

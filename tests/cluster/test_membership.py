@@ -88,17 +88,28 @@ async def converged(handles: dict[str, NodeHandle], *, timeout: float = 20) -> N
 async def broadcast_reaches_all(
     handles: dict[str, NodeHandle], sender: str, payload: object, *, timeout: float = 20
 ) -> None:
+    """``sender`` broadcasts ``payload``; every live node receives it within
+    ``timeout`` seconds, or the assertion names the nodes that did not."""
     live = [name for name, h in handles.items() if not h.exited.is_set()]
     channels = {name: driver(handles[name]).subscribe("t", 64) for name in live}
     message_id = driver(handles[sender]).broadcast("t", payload)
-    with trio.fail_after(timeout):
-        for name, channel in channels.items():
-            async with channel:
-                message = await channel.receive()
-                assert isinstance(message, ft.cluster.BroadcastMessage), (name, message)
-                assert message.payload == payload
-                assert message.origin == sender
-                assert message.message_id == message_id
+    received: dict[str, object] = {}
+
+    async def receive(name: str, channel: trio.MemoryReceiveChannel[Any]) -> None:
+        async with channel:
+            received[name] = await channel.receive()
+
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for name, channel in channels.items():
+                nursery.start_soon(receive, name, channel)
+    missing = sorted(set(live) - set(received))
+    assert not missing, f"{message_id} from {sender} not received within {timeout} s by {missing}"
+    for name, message in received.items():
+        assert isinstance(message, ft.cluster.BroadcastMessage), (name, message)
+        assert message.payload == payload
+        assert message.origin == sender
+        assert message.message_id == message_id
 
 
 @pytest.mark.parametrize("overlay", ["full_mesh", "hyparview", "client_server", "auto"])

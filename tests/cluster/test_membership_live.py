@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 
-import trio
 from nodes import eventually
 from test_membership import broadcast_reaches_all, driver, seeded
 
@@ -36,10 +35,21 @@ async def _true(value: bool) -> bool:
 
 async def test_32_nodes_hyparview_broadcast_and_a_quarter_crash() -> None:
     names = [f"live{i}" for i in range(NODES)]
-    async with seeded(names, "hyparview", alive_interval=1.0, heartbeat_interval=0.5) as handles:
-        await eventually(lambda: _true(overlay_connected(handles, names)), 60)
+    # One process hosts all 32 nodes, on a machine that may be busy: failure detection
+    # and shuffles at a pace one starved process keeps up with (a node silent for
+    # 2.5 s under load is not dead, and declaring it so makes the churn that starves
+    # the process further). The crashes below sever their links, so they are seen at
+    # once whatever the heartbeat settings.
+    settings = {
+        "alive_interval": 1.0,
+        "heartbeat_interval": 1.0,
+        "peer_down_after": 10,
+        "shuffle_period": 5.0,
+    }
+    async with seeded(names, "hyparview", **settings) as handles:
+        await eventually(lambda: _true(overlay_connected(handles, names)), 120)
         assert all(len(driver(handles[n]).core.neighbors) <= 5 for n in names)
-        await broadcast_reaches_all(handles, "live7", "everyone", timeout=30)
+        await broadcast_reaches_all(handles, "live7", "everyone", timeout=60)
 
         rng = random.Random(5)
         crashed = rng.sample(names[1:], NODES // 4)
@@ -52,9 +62,8 @@ async def test_32_nodes_hyparview_broadcast_and_a_quarter_crash() -> None:
         for name in crashed:
             await handles[name].exited.wait()
         survivors = [n for n in names if n not in crashed]
-        await eventually(lambda: _true(overlay_connected(handles, survivors)), 60)
+        await eventually(lambda: _true(overlay_connected(handles, survivors)), 120)
         for name in survivors:
             assert not set(crashed) & set(driver(handles[name]).connected()), name
-        await broadcast_reaches_all(handles, survivors[-1], "after the crash", timeout=30)
-        with trio.fail_after(30):
-            await broadcast_reaches_all(handles, survivors[3], {"n": 2}, timeout=30)
+        await broadcast_reaches_all(handles, survivors[-1], "after the crash", timeout=60)
+        await broadcast_reaches_all(handles, survivors[3], {"n": 2}, timeout=60)
