@@ -1,15 +1,17 @@
 """Benchmark of partition and re-merge: how long after a heal a split cluster is one again.
 
-Run ``python benchmarks/remerge.py`` (16 nodes, 7 cycles per overlay) or ``--quick``
-(8 nodes, 3 cycles); ``--nodes N`` and ``--cycles K`` override. One JSON object goes to
-stdout, progress to stderr. All nodes run in this one OS process (one trio loop) on
+Run ``python benchmarks/remerge.py`` (8 nodes, 7 cycles per overlay) or ``--quick`` (8
+nodes, 3 cycles); ``--nodes N`` and ``--cycles K`` override. At 16 nodes on the shared
+2-core machine under load the one process is starved (heartbeats seconds late, a 16-node
+full mesh did not form within 120 s), and the figures measure that. One JSON object goes
+to stdout, progress to stderr. All nodes run in this one OS process (one trio loop) on
 127.0.0.1 and find each other through local-host discovery (no seeds), with short
-timings so that a cycle takes seconds: discovery every ``interval`` = 1 s (jitter
-0.2), heartbeat 0.2 s with ``peer_down_after`` 5 (failure detection 1 s), liveness
-broadcast every 0.5 s, handshake timeout 2 s, links redialling a lost peer every 2 s at
-most (``reconnect_max``: during the split every node redials every node across, and a
-shorter pace saturates the one CPU at 16 full-mesh nodes); HyParView with an active view
-of 3 (so the overlay is partial even at 8 nodes).
+timings so that a cycle takes seconds: discovery every ``interval`` = 1 s (jitter 0.2),
+heartbeat 0.2 s with ``peer_down_after`` 5 (failure detection 1 s at most), liveness broadcast
+every 0.5 s, handshake timeout 2 s, links redialling a lost peer every 2 s at most
+(``reconnect_max``: during the split every node redials every node across, and a shorter
+pace saturates the one CPU at 16 full-mesh nodes); HyParView with an active view of 3
+(so the overlay is partial even at 8 nodes).
 
 For each overlay (HyParView, then full mesh) one cluster forms, then ``cycles`` times:
 the nodes are split into two random halves by the fault injector (a blackhole both
@@ -230,7 +232,9 @@ async def run_overlay(overlay: str, count: int, cycles: int, seed: int) -> dict[
         runs = [r[key] for r in results]
         done = [run for run in runs if run is not None]
         report[key] = summary(done, 2) if done else None
-        report[f"{key}_failed_cycles"] = len(runs) - len(done)
+        # No first join: the full mesh's links redialled before any discovery round.
+        missing = "cycles_without_join" if key == "first_join_s" else "failed_cycles"
+        report[f"{key}_{missing}"] = len(runs) - len(done)
         if done:
             report[f"{key}_worst"] = round(max(done), 2)
     worst = max(
@@ -247,7 +251,7 @@ async def run_overlay(overlay: str, count: int, cycles: int, seed: int) -> dict[
 
 
 async def main(args: argparse.Namespace) -> None:
-    nodes = args.nodes or (8 if args.quick else 16)
+    nodes = args.nodes or 8
     cycles = args.cycles or (3 if args.quick else 7)
     load = os.getloadavg()
     result: dict[str, Any] = {"benchmark": "remerge", "quick": args.quick}
@@ -271,7 +275,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="8 nodes, 3 cycles")
-    parser.add_argument("--nodes", type=int, default=0, help="cluster size (default 16)")
+    parser.add_argument("--quick", action="store_true", help="3 cycles instead of 7")
+    parser.add_argument("--nodes", type=int, default=0, help="cluster size (default 8)")
     parser.add_argument("--cycles", type=int, default=0, help="partitions per overlay (7)")
     trio.run(main, parser.parse_args())

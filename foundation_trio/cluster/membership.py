@@ -241,8 +241,11 @@ class Membership:
         done (the links are not running, ``address`` is this node's, a join through it
         is under way) or, with ``quiet``, the dial failed (logged at debug level).
         Without ``quiet`` a failed dial raises what ``Links.connect`` raises
-        (discovery wants the reason). Raises ``ConfigError`` for a malformed address."""
+        (discovery wants the reason). Raises ``ConfigError`` for a malformed address,
+        ``TypeError`` for a ``quiet`` that is not a bool."""
         parse_address(address, "join(address)")
+        if not isinstance(quiet, bool):
+            raise TypeError(f"join(quiet): expected a bool, got {quiet!r}")
         if not quiet:
             return await self._join_address(address)
         try:

@@ -18,6 +18,7 @@ from test_membership import driver
 
 import foundation_trio as ft
 from foundation_trio.cluster.discovery import Discovery, LocalHost
+from foundation_trio.cluster.errors import NotConnected
 from foundation_trio.cluster.faults import IN, OUT
 from foundation_trio.cluster.links import Links
 
@@ -134,3 +135,31 @@ async def test_halves_of_a_partition_remerge_through_discovery(
         await deliver(handles, "healed", [LEFT[-1], RIGHT[-1]], [NAMES])
         if overlay == "hyparview":
             assert all(len(driver(handles[n]).core.neighbors) <= ACTIVE_VIEW for n in NAMES)
+
+
+async def test_join_returns_the_name_or_raises_when_asked(tmp_path: Path) -> None:
+    """What discovery relies on: ``Membership.join`` names the node joined, and with
+    ``quiet=False`` raises why a dial failed (quietly, it logs and returns None)."""
+    options = ft.Cluster(cookie=COOKIE, overlay="hyparview", handshake_timeout=2.0)
+
+    def open_node(name: str) -> Any:
+        return ft.open_node(name, cluster=options)
+
+    async with open_nodes(["j0", "j1"], open_node) as handles:
+        membership = driver(handles["j0"])
+        target = links_of(handles["j1"]).address
+        closed = "127.0.0.1:1"  # nothing listens there
+        with pytest.raises(TypeError, match="quiet"):
+            await membership.join(target, quiet=1)  # type: ignore[arg-type]
+        with pytest.raises(ft.ConfigError):
+            await membership.join("nowhere", quiet=False)
+        with pytest.raises(NotConnected):
+            await membership.join(closed, quiet=False)
+        assert await membership.join(closed) is None
+        assert await membership.join(links_of(handles["j0"]).address) is None  # itself
+        assert await membership.join(target, quiet=False) == "j1"
+
+        async def joined() -> bool:
+            return "j1" in membership.reachable() and bool(membership.core.neighbors)
+
+        await eventually(joined)
