@@ -140,7 +140,18 @@ class AntiEntropy(_Msg, tag=34):
     is_reply: bool
 
 
-Frame: TypeAlias = OverlayFrame | EpochNotice | Gossip | IHave | Graft | Prune | AntiEntropy
+class AliveDigest(_Msg, tag=40):
+    """Gossip-style liveness (van Renesse, Minsky and Hayden, 1998): the sender's own
+    heartbeat and those of the nodes whose heartbeat it saw grow lately, each as
+    ``(node id, incarnation, heartbeat)``."""
+
+    sender: str
+    entries: tuple[tuple[str, int, int], ...]
+
+
+Frame: TypeAlias = (
+    OverlayFrame | EpochNotice | Gossip | IHave | Graft | Prune | AntiEntropy | AliveDigest
+)
 
 _PAIRS: list[tuple[type[Any], type[Any]]] = [
     (hyparview.Join, Join),
@@ -205,6 +216,7 @@ def sender_of(frame: Frame) -> str:
 
 __all__ = [
     "PLUMTREE_TYPES",
+    "AliveDigest",
     "EpochNotice",
     "Frame",
     "OverlayFrame",

@@ -838,13 +838,13 @@ async def discovery_round(
     Without a ``membership`` driver, the node lacks the found nodes ``links`` has
     no link to, and dials each of them (concurrently). With one, it lacks those
     its overlay does not reach (``membership.reachable()``: linked, or heard from
-    through the overlay's liveness broadcasts), and one node per overlay joins:
+    through the overlay's heartbeat gossip), and one node per overlay joins:
     the one whose name is the smallest among the nodes it reaches and itself. It
     joins through one lacking node per round, picked at random with ``rng`` (the
     next one if that fails). One join merges two overlays, after which the
-    liveness broadcasts make the rest reachable; a join from every node that
+    heartbeat gossip makes the rest reachable; a join from every node that
     lacks others would have HyParView's active views on both sides evicted and
-    refilled at once, and the churn delays the liveness broadcasts, which makes
+    refilled at once, and the churn delays the heartbeat gossip, which makes
     nodes look unreachable and join again.
 
     ``known`` maps addresses to the names they led to, kept from round to round

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -77,8 +78,19 @@ to be written, and for a quick change of mind to keep the link."""
 EPOCH_NOTICE_INTERVAL: Final = 1.0
 """At most one epoch notice per peer per this many seconds."""
 
-_ALIVE_TOPIC: Final = "$alive"
 _OVERLAY_TOPIC: Final = "$overlay"
+
+REACHABLE_INTERVALS: Final = 4
+"""A node stays in ``reachable()`` for this many ``alive_interval`` after its
+heartbeat was last seen to grow: it travels a few gossip hops, each up to one interval
+late, so one or two late rounds must not make it flicker."""
+
+FORGET_AFTER_INTERVALS: Final = 60
+"""A heartbeat that has not grown for this many intervals is forgotten (bounded
+memory; a node that comes back starts a fresh entry)."""
+
+_DIGEST_ENTRY_BYTES: Final = 96
+"""A generous size of one digest entry on the wire, to bound a digest to a chunk."""
 
 VIEW_CHANGED_EVENT: Final = "cluster.membership.view_changed"
 OVERLAY_SWITCHED_EVENT: Final = "cluster.membership.overlay_switched"
@@ -137,7 +149,14 @@ class Membership:
         self._joining: set[str] = set()
         self._seed_names: dict[str, str] = {}
         self._close_at: dict[str, float] = {}
+        # Gossip-style liveness: node id -> (incarnation, heartbeat) seen, and the
+        # local time it last grew.
+        self._beats: dict[str, tuple[int, int]] = {}
         self._alive: dict[str, float] = {}
+        self._incarnation = 0
+        self._heartbeat = 0
+        self._digest_sent_at = -math.inf
+        self._digest_due = math.inf
         self._notified: dict[str, float] = {}
         self._subscribers: Subscribers[BroadcastMessage] = Subscribers("cluster broadcasts")
         self._wake = trio.Event()
@@ -151,7 +170,7 @@ class Membership:
         self, links: Links, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Drive the overlay over ``links`` (already listening) until cancelled: join
-        through the seeds, run the timers, broadcast this node's liveness every
+        through the seeds, run the timers, gossip this node's heartbeat every
         ``alive_interval`` and re-join the seeds that went out of reach."""
         self._process = current_process("Membership.run()")
         self.links = links
@@ -159,7 +178,13 @@ class Membership:
         self.plumtree = Plumtree(self.me, PlumtreeConfig(), random.Random(self.rng.random()))
         self.core = self._new_core(self.kind)
         self._ids.clear()
+        self._beats.clear()
         self._alive.clear()
+        # Wall-clock nanoseconds: a restarted node's heartbeats outrank its old ones.
+        self._incarnation = time.time_ns()
+        self._heartbeat = 0
+        self._digest_sent_at = -math.inf
+        self._digest_due = math.inf
         self.detector = detector = FailureDetector(self.options)
         for peer in links.peers():
             detector.peer_up(peer, trio.current_time())
@@ -218,7 +243,7 @@ class Membership:
 
     def reachable(self) -> list[str]:
         now = trio.current_time()
-        horizon = now - 3 * self.options.alive_interval
+        horizon = now - REACHABLE_INTERVALS * self.options.alive_interval
         names = set(self.connected())
         names.update(split_id(peer)[0] for peer, seen in self._alive.items() if seen >= horizon)
         names.discard(self.node.name)
@@ -409,6 +434,10 @@ class Membership:
         now = trio.current_time()
         hyparview = isinstance(self.core, HyParView)
         if not hyparview or self._wanted(peer):
+            # A failure verdict: the peer is out of reachable() until its heartbeat is
+            # seen to grow again (the same heartbeat gossiped back does not count).
+            if peer in self._alive:
+                self._alive[peer] = now - (REACHABLE_INTERVALS + 1) * self.options.alive_interval
             self._apply(self.core.handle(LinkDown(peer), now), now)
         # A HyParView link outside the active view (a join reply, a shuffle, a linger
         # closed by either side) going down is no failure verdict: the peer stays in
@@ -436,7 +465,9 @@ class Membership:
         self.frames_received += 1
         self._ids[name] = sender
         now = trio.current_time()
-        if isinstance(frame, gw.OverlayFrame | gw.EpochNotice):
+        if isinstance(frame, gw.AliveDigest):
+            self._merge_digest(frame, now)
+        elif isinstance(frame, gw.OverlayFrame | gw.EpochNotice):
             if frame.kind not in OVERLAYS or frame.kind == "auto":
                 raise wire.WireError(f"unknown overlay {frame.kind!r}")
             theirs, mine = (frame.epoch, frame.kind), (self.epoch, self.kind)
@@ -487,6 +518,9 @@ class Membership:
                 up = kind is NeighborUp
                 if up:
                     self._close_at.pop(effect.peer, None)
+                    # A new neighbour may be a join or a heal: what each side knows
+                    # is news to the other.
+                    self._send_digest(now, effect.peer)
                 self._apply(self.plumtree.handle(effect, now), now)
                 self._emit(
                     VIEW_CHANGED_EVENT,
@@ -588,9 +622,6 @@ class Membership:
     def _deliver(self, effect: Deliver, now: float) -> None:
         payload_parts: tuple[str, str, bytes] = effect.payload  # type: ignore[assignment]
         topic, origin, body = payload_parts
-        self._alive[origin] = now
-        if topic == _ALIVE_TOPIC:
-            return
         try:
             payload = wire.decode_body(body)
         except wire.WireError as exc:
@@ -618,7 +649,7 @@ class Membership:
                 deadline = candidate
         if self._close_at:
             deadline = min(deadline, min(self._close_at.values()))
-        return deadline
+        return min(deadline, self._digest_due)
 
     def _rearm(self) -> None:
         if self._deadline() < self._sleeping_until:
@@ -631,17 +662,79 @@ class Membership:
             self._apply(self.plumtree.tick(now), now)
             self._reap(now)
             self._check_auto(now)
+            if self._digest_due <= now:
+                self._send_digest(now)
             self._wake = trio.Event()
             self._sleeping_until = self._deadline()
             with trio.move_on_at(self._sleeping_until):
                 await self._wake.wait()
             self._sleeping_until = math.inf
 
+    # -- liveness ------------------------------------------------------------------------
+
+    def _gossip_heartbeat(self, now: float) -> None:
+        """Bump this node's heartbeat, forget the heartbeats that stopped long ago,
+        and send the digest."""
+        self._heartbeat += 1
+        forget = now - FORGET_AFTER_INTERVALS * self.options.alive_interval
+        for peer in [peer for peer, seen in self._alive.items() if seen < forget]:
+            del self._alive[peer]
+            del self._beats[peer]
+        self._send_digest(now)
+
+    def _send_digest(self, now: float, to: str | None = None) -> None:
+        """Send this node's heartbeat and the fresh ones it knows to ``to``, or to
+        ``active_view_size`` random neighbours: a few frames per node per interval
+        whatever the cluster's size, where a liveness broadcast per node would cost
+        every node a frame per member per interval."""
+        if to is None:
+            self._digest_due = math.inf
+        neighbors = [to] if to is not None else list(self.core.neighbors)
+        if not neighbors:
+            return
+        if to is None:
+            self._digest_sent_at = now
+        fresh = now - REACHABLE_INTERVALS * self.options.alive_interval
+        entries = [
+            (peer, *self._beats[peer]) for peer, seen in self._alive.items() if seen >= fresh
+        ]
+        room = (self.options.chunk_size - 1024) // _DIGEST_ENTRY_BYTES - 1
+        if len(entries) > room:
+            # The rest travel in the next rounds' samples.
+            entries = self.rng.sample(entries, room)
+        entries.append((self.me, self._incarnation, self._heartbeat))
+        data = gw.encode(gw.AliveDigest(self.me, tuple(entries)))
+        count = min(len(neighbors), self.options.active_view_size)
+        for peer in self.rng.sample(neighbors, count):
+            self._send_frame(peer, data, now)
+
+    def _merge_digest(self, digest: gw.AliveDigest, now: float) -> None:
+        """Keep the newer heartbeats. A digest that makes a node reachable (new, or
+        back) is passed on at once, or as soon as a quarter interval has passed since
+        the last digest: a join or a heal spreads a quarter interval per hop at most,
+        not one interval per hop."""
+        fresh = now - REACHABLE_INTERVALS * self.options.alive_interval
+        news = False
+        for peer, incarnation, heartbeat in digest.entries:
+            if peer == self.me:
+                continue
+            seen = self._beats.get(peer)
+            if seen is None or (incarnation, heartbeat) > seen:
+                news = news or self._alive.get(peer, -math.inf) < fresh
+                self._beats[peer] = (incarnation, heartbeat)
+                self._alive[peer] = now
+        if news:
+            due = self._digest_sent_at + self.options.alive_interval / 4
+            if due <= now:
+                self._send_digest(now)
+            elif due < self._digest_due:
+                self._digest_due = due
+                self._rearm()
+
     async def _liveness(self) -> None:
         interval = self.options.alive_interval
         while True:
-            if self.core.neighbors:
-                self._broadcast(_ALIVE_TOPIC, b"")
+            self._gossip_heartbeat(trio.current_time())
             links = self.links
             if links is not None and self._nursery is not None:
                 for seed in self.options.seeds:
@@ -684,9 +777,12 @@ def members() -> list[str]:
 
 def reachable() -> list[str]:
     """Names of the nodes believed alive, sorted, without this node: those connected
-    now, plus those whose liveness broadcast (every ``Cluster.alive_interval``) reached
-    this node within the last ``3 * alive_interval`` seconds, whether through a direct
-    link or through the overlay. May name nodes that are not in :func:`members`."""
+    now, plus those whose heartbeat this node saw grow within the last
+    ``REACHABLE_INTERVALS * alive_interval`` (4 intervals) seconds. Every node bumps
+    its heartbeat every ``Cluster.alive_interval`` and gossips the fresh heartbeats it
+    knows to a few neighbours (van Renesse's gossip-style failure detection), so a
+    node is reachable through the overlay without a link to it. May name nodes that
+    are not in :func:`members`."""
     return _membership("reachable()").reachable()
 
 

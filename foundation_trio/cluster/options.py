@@ -375,8 +375,9 @@ class Cluster:
     """With ``overlay="auto"``: the largest cluster run as a full mesh."""
 
     alive_interval: float = attrs.field(default=2.0, converter=_to_float, validator=_seconds())
-    """Seconds between two liveness broadcasts of this node; ``ft.cluster.reachable()``
-    counts a node for ``3 * alive_interval`` after its last one arrived."""
+    """Seconds between two heartbeat digests of this node (its heartbeat and the
+    fresh ones it knows, to ``active_view_size`` neighbours); ``ft.cluster.reachable()``
+    counts a node for ``4 * alive_interval`` after its heartbeat was last seen to grow."""
 
     shuffle_period: float = attrs.field(default=10.0, converter=_to_float, validator=_seconds())
     """Seconds between HyParView maintenance rounds (shuffle, refill) and full-mesh

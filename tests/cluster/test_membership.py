@@ -325,3 +325,54 @@ async def test_a_forged_or_malformed_gossip_frame_closes_only_that_link() -> Non
         # the full mesh links f1 again: the links redial, the overlay takes it back
         await converged(handles)
         await broadcast_reaches_all(handles, "f1", "back")
+
+
+async def test_heartbeat_digests_make_unlinked_nodes_reachable_and_expire() -> None:
+    """``reachable()`` counts a node whose heartbeat grows in the digests, without a
+    link to it; a restarted node (newer incarnation, heartbeat from 1) counts again;
+    a heartbeat that stops growing leaves ``reachable()`` after 4 intervals; a digest
+    with entries of the wrong shape closes the link that sent it, and that verdict
+    takes the sender out of ``reachable()`` at once."""
+    from foundation_trio.cluster import _gossip_wire as gw
+
+    names = ["g0", "g1"]
+    async with seeded(names, "full_mesh", alive_interval=0.2) as handles:
+        await converged(handles)
+        g0, g1 = driver(handles["g0"]), driver(handles["g1"])
+        ghost = "ghost@127.0.0.1:9"
+
+        def digest(incarnation: int, heartbeat: int) -> gw.AliveDigest:
+            return gw.AliveDigest(g1.me, ((ghost, incarnation, heartbeat),))
+
+        now = trio.current_time()
+        g0._merge_digest(digest(5, 3), now)
+        assert "ghost" in g0.reachable()
+        g0._merge_digest(digest(5, 2), now + 10)  # older: not a sign of life
+        g0._merge_digest(digest(4, 99), now + 10)  # older incarnation: neither
+        assert g0._alive[ghost] == now
+        g0._merge_digest(digest(6, 1), now + 0.1)  # restarted
+        assert g0._beats[ghost] == (6, 1)
+        # It stops: gone after 4 intervals of 0.2 s (the digests g1 sends carry the
+        # ghost only while it is fresh, so it does not come back from there).
+        await eventually(lambda: _true("ghost" not in g0.reachable()), 5)
+        assert "g1" in g0.reachable()
+
+        downs: list[str] = []
+        reachable_after: list[list[str]] = []
+        original = g0.peer_down
+
+        def record(peer: str, reason: str) -> None:
+            downs.append(peer)
+            original(peer, reason)
+            reachable_after.append(g0.reachable())
+
+        g0.peer_down = record  # type: ignore[method-assign]
+        links1 = g1.links
+        assert links1 is not None
+        wrong = gw._encoder.encode([40, g1.me, [[ghost, "one", 1]]])
+        await links1.send("g0", Channel.GOSSIP, wrong)
+        await eventually(lambda: _true("g1" in downs), 10)
+        # The link's loss is a verdict: g1 is unreachable until its heartbeat grows
+        # again, even though its last one is fresh.
+        assert "g1" not in reachable_after[0]
+        await converged(handles)
