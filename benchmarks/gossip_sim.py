@@ -16,6 +16,15 @@ sending to the dead node); ``link_heartbeat_1s`` adds what a link heartbeat or a
 reset gives a real driver (every neighbour learns of a crash after one second).
 ``detect_on_send_no_probe`` is ``detect_on_send`` with HyParView's ``probe_active_view``
 extension off, i.e. the paper's NEIGHBOR rule alone, kept as the reference.
+``detect_on_send_check_passive`` is ``detect_on_send`` with the ``check_passive_per_failure``
+extension on (6 CheckView messages per lost active member): a node that loses a member
+asks passive entries to check their own active views, which wakes survivors whose
+members all crashed and whom nobody would otherwise ask.
+
+Message cost: ``repair_messages_per_node`` counts every message sent from the crash until
+the first broadcasts went quiet (reactive repair plus those broadcasts), per survivor,
+with ``repair_messages_by_type``; ``round_messages_per_node`` is each later membership
+round's (empty when no round was needed).
 
 Usage: ``python benchmarks/gossip_sim.py [--quick]``; ``--quick`` runs small clusters.
 """
@@ -39,11 +48,16 @@ from foundation_trio.sim.experiments import build_overlay, measure_failure, meas
 from foundation_trio.sim.simulator import SimConfig, Simulator
 
 FAILURE_FRACTIONS = (0.10, 0.50, 0.80, 0.90, 0.95)
-# model name -> (crash_detection_delay, HyParView probe_active_view)
-DETECTION_MODELS: dict[str, tuple[float | None, bool]] = {
-    "detect_on_send": (None, True),
-    "link_heartbeat_1s": (1.0, True),
-    "detect_on_send_no_probe": (None, False),
+CHECK_PASSIVE_PER_FAILURE = 6
+# model name -> (crash_detection_delay, HyParView settings changed for the failure phase)
+DETECTION_MODELS: dict[str, tuple[float | None, dict[str, Any]]] = {
+    "detect_on_send": (None, {}),
+    "link_heartbeat_1s": (1.0, {}),
+    "detect_on_send_no_probe": (None, {"probe_active_view": False}),
+    "detect_on_send_check_passive": (
+        None,
+        {"check_passive_per_failure": CHECK_PASSIVE_PER_FAILURE},
+    ),
 }
 
 
@@ -74,16 +88,16 @@ def run_seed(size: int, seed: int, stabilisation_rounds: int) -> dict[str, Any]:
     del plumtree_sim, flooding_sim
 
     failures: dict[str, dict[str, Any]] = {}
-    for model, (delay, probe) in DETECTION_MODELS.items():
+    for model, (delay, settings) in DETECTION_MODELS.items():
         failures[model] = {}
         for fraction in FAILURE_FRACTIONS:
             trial: Simulator = pickle.loads(snapshot)
             trial.config = attrs.evolve(trial.config, crash_detection_delay=delay)
-            if not probe:
+            if settings:
                 for node in trial.nodes:
                     membership = node.membership
                     assert isinstance(membership, HyParView)
-                    membership.config = attrs.evolve(membership.config, probe_active_view=False)
+                    membership.config = attrs.evolve(membership.config, **settings)
             result = measure_failure(trial, fraction, first_broadcasts=5, max_rounds=10)
             failures[model][f"{fraction:.2f}"] = {
                 "survivors": result.survivors,
@@ -94,6 +108,10 @@ def run_seed(size: int, seed: int, stabilisation_rounds: int) -> dict[str, Any]:
                 "round_reliability": list(result.round_reliability),
                 "round_largest_component": list(result.round_largest_component),
                 "round_messages_per_node": [round(m, 2) for m in result.round_messages_per_node],
+                "repair_messages_per_node": round(result.repair_messages_per_node, 2),
+                "repair_messages_by_type": {
+                    name: round(count, 2) for name, count in result.repair_messages_by_type.items()
+                },
             }
     return {
         "seed": seed,
@@ -140,6 +158,11 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
                     [statistics.fmean(r["first_reliabilities"]) for r in runs]
                 ),
                 "rounds_to_heal_per_seed": heal,
+                "repair_messages_per_node_per_seed": [r["repair_messages_per_node"] for r in runs],
+                "first_round_messages_per_node_per_seed": [
+                    r["round_messages_per_node"][0] if r["round_messages_per_node"] else None
+                    for r in runs
+                ],
                 "rounds_to_heal_median": _median([h for h in heal if h is not None])
                 if all(h is not None for h in heal)
                 else None,
@@ -171,6 +194,10 @@ def main() -> None:
         },
         "hyparview": attrs.asdict(SimConfig().hyparview),
         "plumtree": attrs.asdict(SimConfig().plumtree),
+        "detection_models": {
+            name: {"crash_detection_delay": delay, "hyparview": settings}
+            for name, (delay, settings) in DETECTION_MODELS.items()
+        },
         "sizes": {},
     }
     for size, seeds in plan:

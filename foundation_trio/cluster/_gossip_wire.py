@@ -80,6 +80,10 @@ class Goodbye(_Msg, tag=11):
     sender: str
 
 
+class CheckView(_Msg, tag=12):
+    sender: str
+
+
 OverlayMessage: TypeAlias = (
     Join
     | JoinAccept
@@ -92,6 +96,7 @@ OverlayMessage: TypeAlias = (
     | ShuffleReply
     | Hello
     | Goodbye
+    | CheckView
 )
 
 
@@ -160,6 +165,7 @@ _PAIRS: list[tuple[type[Any], type[Any]]] = [
     (hyparview.Neighbor, Neighbor),
     (hyparview.NeighborReply, NeighborReply),
     (hyparview.Probe, Probe),
+    (hyparview.CheckView, CheckView),
     (hyparview.Disconnect, Disconnect),
     (hyparview.Shuffle, Shuffle),
     (hyparview.ShuffleReply, ShuffleReply),

@@ -30,6 +30,14 @@ Protocol summary (see ``docs/membership.md``):
   on, and after one failure (failures are often correlated) finds the others, so that
   the node's own requests carry the right priority. A slot freed that way goes first to
   a node that asked for one recently.
+* Extension (``check_passive_per_failure``, off by default): a node that loses an active
+  member also sends a :class:`CheckView` to that many random passive entries (an entry
+  at most once per ``neighbor_request_timeout``). The receiver probes its own active
+  view and, if it needs a neighbour, asks the sender first. Under detect-on-send, a
+  survivor whose members all crashed at once learns it only when it sends; if nobody
+  asks it for a slot it stays silent until its own shuffle. The nodes that hold it in
+  their passive view are the ones that can wake it, and after a mass failure those are
+  the nodes that just lost members.
 
 Effects and link events are the records of :mod:`foundation_trio.protocols.common`.
 Timers run from :meth:`HyParView.tick`; with ``shuffle_period=None`` the owner runs the
@@ -61,6 +69,7 @@ from foundation_trio.protocols.common import (
 )
 
 __all__ = [
+    "CheckView",
     "Disconnect",
     "ForwardJoin",
     "HyParView",
@@ -90,6 +99,16 @@ class HyParViewConfig:
     when it refuses a low-priority ``NEIGHBOR`` for want of a free slot and when an
     active link fails, so that members that crashed silently are found by the failed
     sends; a slot freed that way is offered first to the refused requester.
+    ``check_passive_per_failure`` (an extension, 0 = off by default) makes a node that
+    loses an active member send a :class:`CheckView` to that many random passive entries
+    not sent one within the last ``neighbor_request_timeout``: each receiver probes its
+    own active view, so a survivor whose members all crashed silently finds out without
+    sending anything itself, and asks the sender (alive, with a slot just freed) first.
+    Cost, only after a failure: ``check_passive_per_failure`` messages (and transient
+    connections) per lost active member, never more than ``passive_view_size`` per node
+    per ``neighbor_request_timeout``; each live receiver probes its active view (at most
+    ``active_view_size`` messages, once per ``neighbor_request_timeout``). With the
+    default view sizes, 6 covers the whole passive view when all 5 members are lost.
     """
 
     active_view_size: int = 5
@@ -103,6 +122,7 @@ class HyParViewConfig:
     neighbor_request_timeout: float = 5.0
     full_view_accept_probability: float = 0.0
     probe_active_view: bool = True
+    check_passive_per_failure: int = 0
 
     def __attrs_post_init__(self) -> None:
         owner = "HyParViewConfig"
@@ -119,6 +139,7 @@ class HyParViewConfig:
             "passive_random_walk_length",
             "shuffle_active_count",
             "shuffle_passive_count",
+            "check_passive_per_failure",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -186,6 +207,13 @@ class Probe:
 
 
 @attrs.frozen(slots=True)
+class CheckView:
+    """``sender`` lost an active member: the receiver should check its own active view."""
+
+    sender: NodeId
+
+
+@attrs.frozen(slots=True)
 class Disconnect:
     """``sender`` dropped the receiver from its active view (or is leaving the cluster)."""
 
@@ -224,14 +252,16 @@ class HyParView:
 
     __slots__ = (
         "_active",
+        "_checked",
+        "_last_check_probe_at",
         "_last_probe_at",
         "_last_shuffle_sent",
         "_left",
         "_next_shuffle_at",
         "_passive",
         "_pending",
-        "_refused",
         "_tried",
+        "_wanting",
         "config",
         "node_id",
         "rng",
@@ -256,9 +286,15 @@ class HyParView:
         self._pending: dict[NodeId, float] = {}
         # Passive candidates already tried since the last maintenance round.
         self._tried: set[NodeId] = set()
-        # Requesters refused for want of a free slot -> when; offered a slot first.
-        self._refused: dict[NodeId, float] = {}
+        # Live nodes short of neighbours -> when we heard from them: requesters refused
+        # for want of a free slot, senders of CheckView. Offered a slot first.
+        self._wanting: dict[NodeId, float] = {}
         self._last_probe_at: float | None = None
+        # Passive entries sent a CheckView -> when; and the last probe a received
+        # CheckView caused (rate-limited on its own: a routine probe moments earlier
+        # may predate the crash the CheckView reports).
+        self._checked: dict[NodeId, float] = {}
+        self._last_check_probe_at: float | None = None
         self._last_shuffle_sent: tuple[NodeId, ...] = ()
         self._next_shuffle_at: float | None = None
         self._left = False
@@ -331,7 +367,8 @@ class HyParView:
         self._passive.clear()
         self._pending.clear()
         self._tried.clear()
-        self._refused.clear()
+        self._wanting.clear()
+        self._checked.clear()
         self._next_shuffle_at = None
         self._left = True
         return out
@@ -464,11 +501,15 @@ class HyParView:
                 # it: a survivor whose members all crashed sees a full view and would
                 # refuse every low-priority request until its next shuffle. Check the
                 # view, and offer a slot the probes free to this requester first.
-                if len(self._refused) >= self.config.active_view_size:
-                    del self._refused[next(iter(self._refused))]
-                self._refused.pop(requester, None)
-                self._refused[requester] = now
+                self._remember_wanting(requester, now)
                 self._probe_active_view(now, out)
+
+    def _remember_wanting(self, peer: NodeId, now: float) -> None:
+        wanting = self._wanting
+        wanting.pop(peer, None)
+        if len(wanting) >= self.config.active_view_size:
+            del wanting[next(iter(wanting))]
+        wanting[peer] = now
 
     def _probe_active_view(self, now: float, out: list[object]) -> None:
         """Send a :class:`Probe` on every active link; failures come back as LinkDown."""
@@ -482,6 +523,55 @@ class HyParView:
     def _on_probe(self, event: object, now: float, out: list[object]) -> None:
         assert isinstance(event, Probe)
         # Nothing to do: the message only tests the sender's link to us.
+
+    def _check_passive_view(self, now: float, out: list[object]) -> None:
+        """Send :class:`CheckView` to ``check_passive_per_failure`` passive entries not
+        sent one within the last ``neighbor_request_timeout``."""
+        count = self.config.check_passive_per_failure
+        if count == 0:
+            return
+        horizon = now - self.config.neighbor_request_timeout
+        checked = self._checked
+        for peer in [peer for peer, when in checked.items() if when <= horizon]:
+            del checked[peer]
+        candidates = [
+            peer for peer in self._passive if peer not in self._pending and peer not in checked
+        ]
+        # The passive view may churn within the window: the budget is what bounds the cost.
+        count = min(count, len(candidates), self.config.passive_view_size - len(checked))
+        if count <= 0:
+            return
+        check = CheckView(self.node_id)
+        for peer in self.rng.sample(candidates, count):
+            checked[peer] = now
+            # A transient connection, as for NEIGHBOR: a dead entry answers with
+            # ConnectFailed and leaves the passive view.
+            out.append(Connect(peer))
+            out.append(Send(peer, check))
+
+    def _on_check_view(self, event: object, now: float, out: list[object]) -> None:
+        assert isinstance(event, CheckView)
+        sender = event.sender
+        if sender == self.node_id:
+            return
+        if sender not in self._active:
+            # Alive a moment ago and with a slot just freed: the best candidate we have.
+            self._remember_wanting(sender, now)
+            # Into the passive view only if there is room: after a mass failure many
+            # nodes check at once, and random evictions for their sake would drop the
+            # entries through which other silent survivors can still be reached.
+            if len(self._passive) < self.config.passive_view_size:
+                self._add_passive(sender, ())
+        # Sending is how a dead member is found: probe the view whatever
+        # probe_active_view says (the sender asked for exactly this). A probe made for
+        # another reason moments ago may predate the crash, so this one has its own
+        # rate limit.
+        last = self._last_check_probe_at
+        if last is None or now - last >= self.config.neighbor_request_timeout:
+            self._last_check_probe_at = now
+            probe = Probe(self.node_id)
+            out.extend(Send(peer, probe) for peer in self._active)
+        self._refill(now, out)
 
     def _on_neighbor_reply(self, event: object, now: float, out: list[object]) -> None:
         assert isinstance(event, NeighborReply)
@@ -542,7 +632,7 @@ class HyParView:
         peer = event.peer
         # A broken link is HyParView's failure verdict: the peer is gone from both views.
         self._remove_passive(peer)
-        self._refused.pop(peer, None)
+        self._wanting.pop(peer, None)
         if peer in self._active:
             self._active.remove(peer)
             out.append(NeighborDown(peer))
@@ -552,6 +642,9 @@ class HyParView:
                 # that a node whose members all died finds its view empty and asks
                 # for neighbours with high priority.
                 self._probe_active_view(now, out)
+            # The same correlation holds for the nodes that know us as a backup: one
+            # whose members all died finds out only if somebody makes it send.
+            self._check_passive_view(now, out)
         elif self._pending.pop(peer, None) is not None:
             self._refill(now, out)
 
@@ -615,7 +708,7 @@ class HyParView:
         """Ask passive candidates to fill every free active slot (one request per slot)."""
         size = self.config.active_view_size
         while len(self._active) + len(self._pending) < size:
-            candidate = self._recently_refused(now)
+            candidate = self._recently_wanting(now)
             if candidate is not None:
                 self._ask(candidate, now, out)
                 continue
@@ -628,16 +721,17 @@ class HyParView:
                 return
             self._ask(self.rng.choice(candidates), now, out)
 
-    def _recently_refused(self, now: float) -> NodeId | None:
-        """Pop the latest requester refused within ``neighbor_request_timeout``, if any.
+    def _recently_wanting(self, now: float) -> NodeId | None:
+        """Pop the latest node heard short of neighbours within ``neighbor_request_timeout``.
 
-        It asked for a slot, so it was alive and short of neighbours moments ago: a
-        better candidate than a random passive id, which may have crashed long since.
+        It asked for a slot (or reported a lost member), so it was alive and short of
+        neighbours moments ago: a better candidate than a random passive id, which may
+        have crashed long since.
         """
         horizon = now - self.config.neighbor_request_timeout
-        refused = self._refused
-        while refused:
-            peer, when = refused.popitem()
+        wanting = self._wanting
+        while wanting:
+            peer, when = wanting.popitem()
             if when >= horizon and peer not in self._active and peer not in self._pending:
                 return peer
         return None
@@ -658,6 +752,7 @@ HyParView._HANDLERS.update(
         Neighbor: HyParView._on_neighbor,
         NeighborReply: HyParView._on_neighbor_reply,
         Probe: HyParView._on_probe,
+        CheckView: HyParView._on_check_view,
         Disconnect: HyParView._on_disconnect,
         Shuffle: HyParView._on_shuffle,
         ShuffleReply: HyParView._on_shuffle_reply,

@@ -104,7 +104,10 @@ class FailureResult:
     rounds after which a probe broadcast reached every survivor and the survivors'
     active-view graph was connected (0: already so before any round; None: not within
     ``max_rounds``). ``round_reliability``, ``round_largest_component`` and
-    ``round_messages_per_node`` describe each round.
+    ``round_messages_per_node`` describe each round. ``repair_messages_per_node`` is
+    the number of messages sent from the crash until the first broadcasts went quiet
+    (the reactive repair plus those broadcasts' own traffic) per survivor, and
+    ``repair_messages_by_type`` the same split by message type.
     """
 
     failure_fraction: float
@@ -115,6 +118,8 @@ class FailureResult:
     round_reliability: tuple[float, ...]
     round_largest_component: tuple[float, ...]
     round_messages_per_node: tuple[float, ...]
+    repair_messages_per_node: float = 0.0
+    repair_messages_by_type: dict[str, float] = attrs.field(factory=dict, hash=False)
 
     @property
     def first_broadcast_reliability(self) -> float:
@@ -139,6 +144,8 @@ def measure_failure(
         raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     live = [node.node_id for node in sim.live_nodes() if node.joined]
     crashed = sim.rng.sample(live, math.floor(len(live) * fraction))
+    sent_before = sim.messages_sent
+    by_type_before = dict(sim.messages_by_type)
     sim.crash(crashed)
     survivors = [node for node in sim.live_nodes() if node.joined]
 
@@ -149,6 +156,13 @@ def measure_failure(
     sim.run_until_quiet()
     first = tuple(sim.reliability(message_id) for message_id in first_ids)
     component_before = sim.largest_component_fraction()
+    population = max(1, len(survivors))
+    repair_messages = (sim.messages_sent - sent_before) / population
+    repair_by_type = {
+        name: (count - by_type_before.get(name, 0)) / population
+        for name, count in sorted(sim.messages_by_type.items())
+        if count > by_type_before.get(name, 0)
+    }
 
     rounds_to_heal: int | None = None
     if first[-1] == 1.0 and component_before == 1.0:
@@ -178,4 +192,6 @@ def measure_failure(
         round_reliability=tuple(reliabilities),
         round_largest_component=tuple(components),
         round_messages_per_node=tuple(messages),
+        repair_messages_per_node=repair_messages,
+        repair_messages_by_type=repair_by_type,
     )

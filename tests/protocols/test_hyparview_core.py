@@ -16,6 +16,7 @@ from foundation_trio.protocols.common import (
     Send,
 )
 from foundation_trio.protocols.hyparview import (
+    CheckView,
     Disconnect,
     ForwardJoin,
     HyParView,
@@ -62,6 +63,7 @@ def test_defaults_are_the_papers() -> None:
     assert config.shuffle_walk_length == 6
     assert (config.shuffle_active_count, config.shuffle_passive_count) == (3, 4)
     assert config.full_view_accept_probability == 0.0
+    assert config.check_passive_per_failure == 0  # the extension is off by default
 
 
 @pytest.mark.parametrize(
@@ -77,6 +79,8 @@ def test_defaults_are_the_papers() -> None:
         ("neighbor_request_timeout", -2.0),
         ("full_view_accept_probability", 1.5),
         ("active_view_size", 2.0),
+        ("check_passive_per_failure", -1),
+        ("check_passive_per_failure", 0.5),
     ],
 )
 def test_bad_config_values_name_the_field(field: str, value: object) -> None:
@@ -283,6 +287,124 @@ def test_probe_is_a_no_op_for_its_receiver() -> None:
     assert core.handle(Probe("a"), 0.0) == []
     assert core.handle(Probe("stranger"), 0.0) == []
     assert core.active_view == ("a",)
+
+
+# ---------------------------------------------------------------- check view
+
+
+def checks(effects: list[object]) -> list[str]:
+    return [to for to, m in sends(effects) if isinstance(m, CheckView)]
+
+
+def test_a_lost_member_sends_no_check_view_by_default() -> None:
+    core = with_passive(with_active(make(active_view_size=3), ["a", "b", "c"]), ["x", "y"])
+    assert checks(core.handle(LinkDown("a"), 1.0)) == []
+
+
+def test_each_lost_member_checks_that_many_passive_entries_over_a_transient_link() -> None:
+    passive = [f"x{i}" for i in range(8)]
+    core = make(active_view_size=3, check_passive_per_failure=2)
+    core = with_passive(with_active(core, ["a", "b", "c"]), passive)
+    effects = core.handle(LinkDown("a"), 1.0)
+    first = checks(effects)
+    assert len(first) == 2 and set(first) <= set(passive)
+    for peer in first:
+        # Connected first, so that a dead entry is found (ConnectFailed) and dropped.
+        assert effects.index(Connect(peer)) < effects.index(Send(peer, CheckView("me")))
+    # A second loss checks two more, never an entry already checked in this window, nor
+    # the candidate the refill is asking.
+    second = checks(core.handle(LinkDown("b"), 1.1))
+    assert len(second) == 2 and not set(second) & set(first)
+    assert not set(second) & set(core.pending_neighbor_requests)
+    dead = first[0]
+    core.handle(ConnectFailed(dead), 1.6)
+    assert dead not in core.passive_view
+
+
+def test_check_views_are_bounded_by_the_passive_view_size_per_request_timeout() -> None:
+    # No storm: a node that loses every member at once sends at most passive_view_size
+    # CheckView messages per neighbor_request_timeout, however many it lost.
+    core = make(
+        active_view_size=5,
+        passive_view_size=4,
+        check_passive_per_failure=3,
+        neighbor_request_timeout=2.0,
+    )
+    core = with_passive(with_active(core, ["a", "b", "c", "d", "e"]), ["x1", "x2", "x3", "x4"])
+    sent: list[str] = []
+    for peer in ["a", "b", "c", "d", "e"]:
+        sent += checks(core.handle(LinkDown(peer), 1.0))
+    assert len(sent) <= 4
+    assert len(sent) == len(set(sent))
+    # More failures inside the window add nothing; after it, the budget is back.
+    core.handle(JoinAccept("f"), 1.5)
+    core.handle(JoinAccept("g"), 1.5)
+    assert checks(core.handle(LinkDown("f"), 2.5)) == []
+    core.tick(3.1)  # the refill's requests time out: the entries are candidates again
+    assert core.pending_neighbor_requests == ()
+    assert len(checks(core.handle(LinkDown("g"), 3.1))) == 3
+
+
+def test_check_view_probes_the_active_view_despite_a_recent_routine_probe() -> None:
+    core = with_active(make(active_view_size=2, neighbor_request_timeout=2.0), ["a", "b"])
+    core.handle(Neighbor("r", high_priority=False), 0.0)  # refusal: routine probe at 0.0
+    effects = core.handle(CheckView("p"), 1.0)
+    assert sends(effects) == [("a", Probe("me")), ("b", Probe("me"))]
+    assert "p" in core.passive_view
+    # Many holders may check the same node: it probes once per request timeout.
+    assert sends(core.handle(CheckView("q"), 1.5)) == []
+    assert sends(core.handle(CheckView("q"), 3.0)) == [("a", Probe("me")), ("b", Probe("me"))]
+
+
+def test_check_view_on_a_node_whose_members_died_makes_it_ask_the_sender_high() -> None:
+    # The detect-on-send case the extension exists for: every member crashed, the node
+    # does not know it and would stay silent until its own shuffle.
+    core = with_passive(with_active(make(active_view_size=1), ["a"]), ["x", "y"])
+    assert sends(core.handle(CheckView("p"), 1.0)) == [("a", Probe("me"))]
+    effects = core.handle(LinkDown("a"), 1.1)
+    assert sends(effects)[0] == ("p", Neighbor("me", high_priority=True))
+    assert Connect("p") in effects
+    core.handle(NeighborReply("p", accepted=True), 1.2)
+    assert core.active_view == ("p",)
+
+
+def test_check_view_with_several_dead_members_ends_in_high_priority_requests() -> None:
+    core = with_passive(with_active(make(active_view_size=2), ["a", "b"]), ["x"])
+    core.handle(CheckView("p"), 1.0)
+    # The sender is asked first; while b is still listed, with low priority.
+    assert sends(core.handle(LinkDown("a"), 1.1)) == [
+        ("p", Neighbor("me", high_priority=False)),
+        ("b", Probe("me")),
+    ]
+    # The view is empty now: the next slot is asked for with high priority.
+    assert sends(core.handle(LinkDown("b"), 1.1)) == [("x", Neighbor("me", high_priority=True))]
+    # p refuses (its view filled meanwhile); the slot goes to nobody else untried.
+    core.handle(NeighborReply("p", accepted=False), 1.2)
+    core.handle(NeighborReply("x", accepted=True), 1.2)
+    assert core.active_view == ("x",)
+
+
+def test_check_view_to_a_node_with_live_members_costs_only_the_probe() -> None:
+    core = make(active_view_size=2, check_passive_per_failure=6)
+    core = with_passive(with_active(core, ["a", "b"]), ["x"])
+    effects = core.handle(CheckView("p"), 1.0)
+    assert sends(effects) == [("a", Probe("me")), ("b", Probe("me"))]
+    assert core.active_view == ("a", "b")
+    assert core.pending_neighbor_requests == ()
+
+
+def test_check_view_fills_a_free_slot_with_its_sender() -> None:
+    core = with_active(make(active_view_size=3), ["a"])
+    effects = core.handle(CheckView("p"), 1.0)
+    assert ("p", Neighbor("me", high_priority=False)) in sends(effects)
+
+
+def test_check_view_from_itself_or_after_leaving_is_ignored() -> None:
+    core = with_active(make(), ["a"])
+    assert core.handle(CheckView("me"), 0.0) == []
+    core.leave(1.0)
+    assert core.handle(CheckView("p"), 2.0) == []
+    assert core.passive_view == ()
 
 
 def test_low_priority_neighbor_accepted_when_full_with_probability_one() -> None:

@@ -202,6 +202,30 @@ def test_silent_crash_of_80_percent_is_repaired_during_the_first_broadcast(seed:
     assert first_reliability(probe=False) <= 0.5
 
 
+@pytest.mark.parametrize("seed", [1, 7])
+def test_check_passive_wakes_the_silent_survivors_before_any_round(seed: int) -> None:
+    # Detect-on-send, 80% crashed at once. Even with probing, a survivor whose members
+    # all died and whom nobody asks for a slot stays silent until its own shuffle (a
+    # membership round): on these seeds the first broadcast misses a few. With
+    # check_passive_per_failure the nodes holding it as a backup wake it.
+    def first_broadcast(check: int) -> tuple[float, float, float]:
+        hyparview = HyParViewConfig(shuffle_period=None, check_passive_per_failure=check)
+        sim = overlay(200, seed, hyparview=hyparview)
+        result = measure_failure(sim, 0.8, first_broadcasts=1, max_rounds=0)
+        checks = result.repair_messages_by_type.get("CheckView", 0.0)
+        return result.first_reliability[0], checks, result.repair_messages_per_node
+
+    reliability_off, checks_off, cost_off = first_broadcast(0)
+    reliability_on, checks_on, cost_on = first_broadcast(6)
+    assert reliability_off < 1.0
+    assert reliability_on == 1.0
+    assert checks_off == 0.0
+    # No storm: on average a survivor sends fewer CheckView messages than its passive
+    # view holds (the per-node budget per neighbor_request_timeout).
+    assert 0.0 < checks_on <= HyParViewConfig().passive_view_size
+    assert cost_on > cost_off
+
+
 def test_full_mesh_runs_in_the_simulator() -> None:
     config = MeshConfig(gossip_period=None)
     sim = Simulator(

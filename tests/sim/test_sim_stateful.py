@@ -8,6 +8,7 @@ live node of its source's component.
 
 from __future__ import annotations
 
+import attrs
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -33,11 +34,14 @@ class OverlayMachine(RuleBasedStateMachine):
         seed=st.integers(0, 2**32 - 1),
         size=st.integers(3, 14),
         crash_detection=st.sampled_from([None, 0.5]),
+        check_passive=st.sampled_from([0, 3]),
     )
-    def build(self, seed: int, size: int, crash_detection: float | None) -> None:
+    def build(
+        self, seed: int, size: int, crash_detection: float | None, check_passive: int
+    ) -> None:
         config = SimConfig(
             crash_detection_delay=crash_detection,
-            hyparview=HYPARVIEW,
+            hyparview=attrs.evolve(HYPARVIEW, check_passive_per_failure=check_passive),
             plumtree=PlumtreeConfig(anti_entropy_period=None, cache_size=CACHE_SIZE),
         )
         self.sim = Simulator(config, seed=seed)
