@@ -31,13 +31,14 @@ Protocol summary (see ``docs/membership.md``):
   the node's own requests carry the right priority. A slot freed that way goes first to
   a node that asked for one recently.
 * Extension (``check_passive_per_failure``, off by default): a node that loses an active
-  member also sends a :class:`CheckView` to that many random passive entries (an entry
-  at most once per ``neighbor_request_timeout``). The receiver probes its own active
-  view and, if it needs a neighbour, asks the sender first. Under detect-on-send, a
-  survivor whose members all crashed at once learns it only when it sends; if nobody
-  asks it for a slot it stays silent until its own shuffle. The nodes that hold it in
-  their passive view are the ones that can wake it, and after a mass failure those are
-  the nodes that just lost members.
+  member also sends a :class:`CheckView` to passive entries: ``m`` times that many for
+  the ``m``-th member lost within ``neighbor_request_timeout``, an entry at most once
+  per that window. The receiver probes its own active view and, if it needs a
+  neighbour, asks the sender first. Under detect-on-send, a survivor whose members all
+  crashed at once learns it only when it sends; if nobody asks it for a slot it stays
+  silent until its own shuffle. The nodes that hold it in their passive view are the
+  ones that can wake it, and after a mass failure those are the nodes that just lost
+  members, several each.
 
 Effects and link events are the records of :mod:`foundation_trio.protocols.common`.
 Timers run from :meth:`HyParView.tick`; with ``shuffle_period=None`` the owner runs the
@@ -100,15 +101,15 @@ class HyParViewConfig:
     active link fails, so that members that crashed silently are found by the failed
     sends; a slot freed that way is offered first to the refused requester.
     ``check_passive_per_failure`` (an extension, 0 = off by default) makes a node that
-    loses an active member send a :class:`CheckView` to that many random passive entries
-    not sent one within the last ``neighbor_request_timeout``: each receiver probes its
-    own active view, so a survivor whose members all crashed silently finds out without
-    sending anything itself, and asks the sender (alive, with a slot just freed) first.
-    Cost, only after a failure: ``check_passive_per_failure`` messages (and transient
-    connections) per lost active member, never more than ``passive_view_size`` per node
-    per ``neighbor_request_timeout``; each live receiver probes its active view (at most
-    ``active_view_size`` messages, once per ``neighbor_request_timeout``). With the
-    default view sizes, 6 covers the whole passive view when all 5 members are lost.
+    loses its ``m``-th active member within ``neighbor_request_timeout`` send a
+    :class:`CheckView` to ``m`` times that many random passive entries not sent one in
+    that window: each receiver probes its own active view, so a survivor whose members
+    all crashed silently finds out without sending anything itself, and asks the sender
+    (alive, with a slot just freed) first. Cost, only after a failure: for a lone crash,
+    ``check_passive_per_failure`` messages (and transient connections) per neighbour of
+    the dead node; never more than ``passive_view_size`` per node per
+    ``neighbor_request_timeout``; each live receiver probes its active view (at most
+    ``active_view_size`` messages, once per ``neighbor_request_timeout``).
     """
 
     active_view_size: int = 5
@@ -257,6 +258,7 @@ class HyParView:
         "_last_probe_at",
         "_last_shuffle_sent",
         "_left",
+        "_losses",
         "_next_shuffle_at",
         "_passive",
         "_pending",
@@ -294,6 +296,8 @@ class HyParView:
         # CheckView caused (rate-limited on its own: a routine probe moments earlier
         # may predate the crash the CheckView reports).
         self._checked: dict[NodeId, float] = {}
+        # When active members were lost within the last neighbor_request_timeout.
+        self._losses: list[float] = []
         self._last_check_probe_at: float | None = None
         self._last_shuffle_sent: tuple[NodeId, ...] = ()
         self._next_shuffle_at: float | None = None
@@ -369,6 +373,7 @@ class HyParView:
         self._tried.clear()
         self._wanting.clear()
         self._checked.clear()
+        self._losses.clear()
         self._next_shuffle_at = None
         self._left = True
         return out
@@ -525,12 +530,20 @@ class HyParView:
         # Nothing to do: the message only tests the sender's link to us.
 
     def _check_passive_view(self, now: float, out: list[object]) -> None:
-        """Send :class:`CheckView` to ``check_passive_per_failure`` passive entries not
-        sent one within the last ``neighbor_request_timeout``."""
-        count = self.config.check_passive_per_failure
-        if count == 0:
+        """After the m-th active member lost within ``neighbor_request_timeout``, send
+        :class:`CheckView` to ``m * check_passive_per_failure`` passive entries not sent
+        one within that window (``passive_view_size`` at most per window).
+
+        One lost member is a routine crash and costs little; each further loss makes a
+        mass failure likelier, and with it backups whose members all died.
+        """
+        per_failure = self.config.check_passive_per_failure
+        if per_failure == 0:
             return
         horizon = now - self.config.neighbor_request_timeout
+        losses = [when for when in self._losses if when > horizon]
+        losses.append(now)
+        self._losses = losses
         checked = self._checked
         for peer in [peer for peer, when in checked.items() if when <= horizon]:
             del checked[peer]
@@ -538,7 +551,8 @@ class HyParView:
             peer for peer in self._passive if peer not in self._pending and peer not in checked
         ]
         # The passive view may churn within the window: the budget is what bounds the cost.
-        count = min(count, len(candidates), self.config.passive_view_size - len(checked))
+        budget = self.config.passive_view_size - len(checked)
+        count = min(len(losses) * per_failure, len(candidates), budget)
         if count <= 0:
             return
         check = CheckView(self.node_id)

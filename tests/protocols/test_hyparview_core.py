@@ -301,24 +301,32 @@ def test_a_lost_member_sends_no_check_view_by_default() -> None:
     assert checks(core.handle(LinkDown("a"), 1.0)) == []
 
 
-def test_each_lost_member_checks_that_many_passive_entries_over_a_transient_link() -> None:
-    passive = [f"x{i}" for i in range(8)]
-    core = make(active_view_size=3, check_passive_per_failure=2)
-    core = with_passive(with_active(core, ["a", "b", "c"]), passive)
+def test_each_lost_member_checks_more_passive_entries_over_a_transient_link() -> None:
+    passive = [f"x{i}" for i in range(20)]
+    core = make(active_view_size=4, check_passive_per_failure=2, neighbor_request_timeout=2.0)
+    core = with_passive(with_active(core, ["a", "b", "c", "d"]), passive)
     effects = core.handle(LinkDown("a"), 1.0)
     first = checks(effects)
     assert len(first) == 2 and set(first) <= set(passive)
     for peer in first:
         # Connected first, so that a dead entry is found (ConnectFailed) and dropped.
         assert effects.index(Connect(peer)) < effects.index(Send(peer, CheckView("me")))
-    # A second loss checks two more, never an entry already checked in this window, nor
-    # the candidate the refill is asking.
+    # The m-th loss within neighbor_request_timeout checks m * 2 entries: more losses
+    # at once make a mass failure likelier. Never an entry already checked in this
+    # window, nor a candidate the refill is asking.
+    assert not set(first) & set(core.pending_neighbor_requests)
     second = checks(core.handle(LinkDown("b"), 1.1))
-    assert len(second) == 2 and not set(second) & set(first)
     assert not set(second) & set(core.pending_neighbor_requests)
+    third = checks(core.handle(LinkDown("c"), 1.2))
+    assert not set(third) & set(core.pending_neighbor_requests)
+    assert (len(second), len(third)) == (4, 6)
+    assert len(set(first) | set(second) | set(third)) == 12
     dead = first[0]
     core.handle(ConnectFailed(dead), 1.6)
     assert dead not in core.passive_view
+    # A loss after the window is a first loss again.
+    core.tick(10.0)
+    assert len(checks(core.handle(LinkDown("d"), 10.0))) == 2
 
 
 def test_check_views_are_bounded_by_the_passive_view_size_per_request_timeout() -> None:
@@ -342,7 +350,8 @@ def test_check_views_are_bounded_by_the_passive_view_size_per_request_timeout() 
     assert checks(core.handle(LinkDown("f"), 2.5)) == []
     core.tick(3.1)  # the refill's requests time out: the entries are candidates again
     assert core.pending_neighbor_requests == ()
-    assert len(checks(core.handle(LinkDown("g"), 3.1))) == 3
+    # Second loss within the window (f at 2.5): 2 * 3, capped by the 4 entries.
+    assert len(checks(core.handle(LinkDown("g"), 3.1))) == 4
 
 
 def test_check_view_probes_the_active_view_despite_a_recent_routine_probe() -> None:
