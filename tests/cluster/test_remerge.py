@@ -124,10 +124,9 @@ async def test_halves_of_a_partition_remerge_through_discovery(
         await deliver(handles, "formed", [NAMES[0]], [NAMES])
 
         cut(handles, True)
-        started = trio.current_time()
+        # Held until failure detection took every link across down (phi may do it
+        # before the fixed peer_down_after bound) and the heartbeats expired.
         await reach(handles, [LEFT, RIGHT], timeout=40)
-        detection = options.heartbeat_interval * options.peer_down_after
-        assert trio.current_time() - started > detection
         await deliver(handles, "split", [LEFT[0], RIGHT[0]], [LEFT, RIGHT])
 
         cut(handles, False)
