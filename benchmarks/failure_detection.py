@@ -20,9 +20,11 @@ Two nodes, ``a`` and ``b``, in this process on 127.0.0.1 with the default timing
 ``stall``
     With the phi detector on, the event loop is blocked for ``stall`` seconds
     (``time.sleep`` in a task: both nodes stall, as when a callback hogs the CPU),
-    then runs for 5 s more: links lost meanwhile (should be 0; without the
-    local-health handling, phi would be far beyond any threshold when the loop runs
-    again), and the local-health score ``a`` reports right after.
+    then runs for 5 s more: links lost meanwhile (should be 0), and the local-health
+    score ``a`` reports right after. The baseline, measured in the same round, is the
+    same detector without the stall handling (``naive``: every round judges as of the
+    moment it runs, and local health is not fed), which sees every peer 3 s late when
+    the loop runs again.
 
 Figures are medians of the rounds, with every run listed. Target: the phi
 detector's median detection time below the fixed timeout's.
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _util import environment, progress, summary, target
 
 import foundation_trio as ft
+from foundation_trio.cluster import failure
 from foundation_trio.cluster.faults import IN
 from foundation_trio.cluster.membership import Membership
 from foundation_trio.cluster.remote import NODE_DOWN_EVENT
@@ -143,6 +146,27 @@ async def stall_round(warmup: float, stall: float) -> dict[str, Any]:
     return {"links_lost": lost, "local_health_after": health}
 
 
+async def naive_run(
+    self: failure.FailureDetector, links: failure.DetectorLinks, emit: failure.Emit
+) -> None:
+    """``FailureDetector.run`` without the stall handling: the baseline."""
+    due = trio.current_time() + self.check_interval
+    while True:
+        await trio.sleep_until(due)
+        now = trio.current_time()
+        self.judge(links, now, emit)
+        due = now + self.check_interval
+
+
+async def naive_stall_round(warmup: float, stall: float) -> dict[str, Any]:
+    handled = failure.FailureDetector.run
+    failure.FailureDetector.run = naive_run  # type: ignore[method-assign]
+    try:
+        return await stall_round(warmup, stall)
+    finally:
+        failure.FailureDetector.run = handled  # type: ignore[method-assign]
+
+
 async def main(quick: bool) -> dict[str, Any]:
     rounds = 2 if quick else 4
     warmup = 4.0 if quick else 10.0
@@ -150,6 +174,7 @@ async def main(quick: bool) -> dict[str, Any]:
     phi_runs: list[dict[str, Any]] = []
     fixed_runs: list[dict[str, Any]] = []
     stall_runs: list[dict[str, Any]] = []
+    naive_runs: list[dict[str, Any]] = []
     for index in range(rounds):
         progress(f"round {index + 1}/{rounds}: phi")
         phi_runs.append(await detection_round(warmup))
@@ -157,7 +182,9 @@ async def main(quick: bool) -> dict[str, Any]:
         fixed_runs.append(await detection_round(warmup, phi_threshold=None))
         progress(f"  fixed: {fixed_runs[-1]['seconds']:.2f} s; a {stall:g} s stall")
         stall_runs.append(await stall_round(warmup, stall))
-        progress(f"  stall: {stall_runs[-1]}")
+        progress(f"  stall: {stall_runs[-1]}; the same without the stall handling")
+        naive_runs.append(await naive_stall_round(warmup, stall))
+        progress(f"  naive: {naive_runs[-1]}")
     phi_seconds = [run["seconds"] for run in phi_runs]
     fixed_seconds = [run["seconds"] for run in fixed_runs]
     phi_summary = summary(phi_seconds, 2)
@@ -187,6 +214,7 @@ async def main(quick: bool) -> dict[str, Any]:
         "stall": {
             "links_lost": [run["links_lost"] for run in stall_runs],
             "local_health_after": [run["local_health_after"] for run in stall_runs],
+            "naive_links_lost": [run["links_lost"] for run in naive_runs],
         },
         "targets": [
             target(
