@@ -131,6 +131,11 @@ class MeshOverlay(abc.ABC):
         """Whether ``peer`` is a linked neighbour."""
         return peer in self._neighbors
 
+    def is_connecting(self, peer: NodeId) -> bool:
+        """Whether a link to ``peer`` was asked for (:class:`Connect`) and its
+        ``HELLO`` answer is still awaited (until ``connect_timeout``)."""
+        return peer in self._connecting
+
     def next_deadline(self) -> float | None:
         """Earliest time at which :meth:`tick` has work to do, or None."""
         deadline = self._next_gossip_at

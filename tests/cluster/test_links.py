@@ -292,3 +292,24 @@ def test_channels_of_a_peer_listening_everywhere_are_dialled_where_control_was()
     assert _dial_back_address("[::]:7400", "fe80::1") == "[fe80::1]:7400"
     assert _dial_back_address("10.0.0.6:7400", "10.0.0.5") == "10.0.0.6:7400"
     assert _dial_back_address("0.0.0.0:7400", None) == "0.0.0.0:7400"
+
+
+async def test_connect_during_a_dial_to_the_same_peer_returns_the_link_it_brings(
+    nursery: trio.Nursery,
+) -> None:
+    # A node dials its seeds as its links start; the membership driver joins through
+    # the same seed at once. That connect() used to fail with "already dialling this
+    # peer", and the join waited for the next liveness round (about 2 s).
+    a, _ = await start(nursery, "a")
+    for round_ in range(4):
+        b, rb = await start(nursery, f"b{round_}", seeds=[a.address])
+        names: list[str] = []
+
+        async def connect(links: Links = b, names: list[str] = names) -> None:
+            names.append(await links.connect(a.address))
+
+        async with trio.open_nursery() as both:
+            both.start_soon(connect)
+            both.start_soon(connect)
+        assert names == ["a", "a"]
+        assert rb.ups == ["a"]

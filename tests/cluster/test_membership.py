@@ -376,3 +376,37 @@ async def test_heartbeat_digests_make_unlinked_nodes_reachable_and_expire() -> N
         # again, even though its last one is fresh.
         assert "g1" not in reachable_after[0]
         await converged(handles)
+
+
+async def test_a_mesh_answer_slower_than_one_handshake_timeout_still_links() -> None:
+    # A HELLO's answer crosses two handshakes (control, then the gossip channel) and
+    # the queues of a loaded node. d0 holds every gossip frame to d1 for 3.8 s: longer
+    # than handshake_timeout (1.5 s) plus LINGER (2 s), shorter than the driver's
+    # ANSWER_TIMEOUT_HANDSHAKES * handshake_timeout. A core that gave up on the answer
+    # after one handshake_timeout closed the link before the answer came, for ever.
+    from foundation_trio.cluster.faults import OUT
+    from foundation_trio.cluster.membership import ANSWER_TIMEOUT_HANDSHAKES, LINGER
+
+    timeout, delay = 1.5, 3.8
+    assert timeout + LINGER < delay < ANSWER_TIMEOUT_HANDSHAKES * timeout
+    seeds: list[str] = []
+    open_one = opener("full_mesh", lambda: list(seeds), handshake_timeout=timeout)
+    async with trio.open_nursery() as nursery:
+        d0, d1 = NodeHandle("d0"), NodeHandle("d1")
+        await nursery.start(d0._serve, open_one)
+        links = driver(d0).links
+        assert links is not None
+        links.faults.set("d1", OUT, channels=[Channel.GOSSIP], delay=delay)
+        seeds.append(address(d0))
+        await nursery.start(d1._serve, open_one)
+
+        async def linked() -> bool:
+            one, two = driver(d0), driver(d1)
+            return one.core.is_active(two.me) and two.core.is_active(one.me)
+
+        await eventually(linked, 20)
+        await trio.sleep(1)
+        assert await linked()
+        assert driver(d1).members() == ["d0"]
+        d0.stop()
+        d1.stop()

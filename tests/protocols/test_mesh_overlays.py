@@ -113,3 +113,17 @@ def test_neighbor_up_is_reported_once_per_link() -> None:
     second = mesh.handle(Hello("a", "peer", (), True), 0.0)
     assert first.count(NeighborUp("a")) == 1
     assert NeighborUp("a") not in second
+
+
+def test_is_connecting_until_the_hello_answer_or_the_timeout() -> None:
+    mesh = FullMesh("a", MeshConfig(connect_timeout=5.0))
+    mesh.join("b", 0.0)
+    assert mesh.is_connecting("b") and not mesh.is_active("b")
+    mesh.handle(Hello("b", "peer", (), True), 1.0)
+    assert not mesh.is_connecting("b") and mesh.is_active("b")
+    mesh.join("c", 1.0)
+    assert mesh.is_connecting("c")
+    mesh.tick(5.9)
+    assert mesh.is_connecting("c")
+    mesh.tick(6.0)
+    assert not mesh.is_connecting("c") and "c" not in mesh.known_members
