@@ -1,8 +1,8 @@
 """Benchmark of a live cluster: up to 256 nodes on 127.0.0.1 over several OS processes.
 
 Run ``python benchmarks/membership.py`` (HyParView at 32, 64, 128 and 256 nodes, and
-the full-mesh baseline; about ten minutes) or ``--quick`` (HyParView at 32 nodes, the
-baseline at 16). ``--sizes 64,128`` picks the HyParView sizes, ``--processes K`` the
+the full-mesh baseline of 16 nodes; ten to twenty minutes) or ``--quick`` (HyParView at
+32 nodes, the baseline at 8). ``--mesh-nodes N`` sets the baseline's size. ``--sizes 64,128`` picks the HyParView sizes, ``--processes K`` the
 number of OS processes per cluster. One JSON object goes to stdout, progress to stderr.
 
 How it runs. For each cluster the parent starts ``K`` worker processes
@@ -577,7 +577,7 @@ async def main(args: argparse.Namespace) -> None:
         sizes = [int(size) for size in args.sizes.split(",")]
     else:
         sizes = [32] if args.quick else [32, 64, 128, 256]
-    mesh_nodes = args.mesh_nodes or (16 if args.quick else 32)
+    mesh_nodes = args.mesh_nodes or (8 if args.quick else 16)
     rounds = 10 if args.quick else 20
     rest = 5.0 if args.quick else 15.0
     deadline = args.deadline
@@ -619,7 +619,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="32 HyParView nodes, 16 in mesh")
+    parser.add_argument("--quick", action="store_true", help="32 HyParView nodes, 8 in mesh")
     parser.add_argument("--sizes", default="", help="HyParView sizes, e.g. 32,64,128,256")
     parser.add_argument("--mesh-nodes", type=int, default=0, help="full-mesh baseline size")
     parser.add_argument("--processes", type=int, default=0, help="OS processes per cluster")

@@ -76,15 +76,15 @@ enough for the messages queued before the decision (a ``DISCONNECT``, a shuffle 
 to be written, and for a quick change of mind to keep the link."""
 
 ANSWER_TIMEOUT_HANDSHAKES: Final = 3
-"""A core's request that needs a link (a full-mesh ``HELLO``, a HyParView
-``NEIGHBOR``) waits this many ``Cluster.handshake_timeout`` for its answer before the
-core gives up on the peer. The answer crosses up to three bounded waits: the control
-handshake (or the peer's simultaneous dial it defers to), the gossip channel's
-handshake, and the reply's queueing; a dial or channel that fails within its own
-timeout is reported at once (``ConnectFailed``, ``LinkDown``). With one
-``handshake_timeout``, a loaded node (32 full-mesh nodes opened at once in one process)
-gave up on links that were up and only waiting for their gossip channel, closed them,
-and never converged: see docs/membership.md."""
+"""A full-mesh or client-server core waits this many ``Cluster.handshake_timeout`` for
+the ``HELLO`` answer of a peer it asked to link with before it forgets the peer. The
+answer crosses up to three bounded waits: the control handshake (or the peer's
+simultaneous dial it defers to), the gossip channel's handshake, then the queues of
+both nodes; a dial or a channel that fails within its own timeout is reported at once
+(``ConnectFailed``, ``LinkDown``). With one ``handshake_timeout``, a loaded node gave
+up on links that were up and only waited for their gossip channel (see
+docs/membership.md, "Live figures"). HyParView keeps one ``handshake_timeout`` for a
+``NEIGHBOR`` answer: a node that times out just asks another passive member."""
 
 EPOCH_NOTICE_INTERVAL: Final = 1.0
 """At most one epoch notice per peer per this many seconds."""
@@ -222,17 +222,19 @@ class Membership:
     def _new_core(self, kind: str) -> Overlay:
         options = self.options
         rng = random.Random(self.rng.random())
-        answer_timeout = ANSWER_TIMEOUT_HANDSHAKES * options.handshake_timeout
         if kind == "hyparview":
             passive = max(options.passive_view_size, options.active_view_size)
             config = HyParViewConfig(
                 active_view_size=options.active_view_size,
                 passive_view_size=passive,
                 shuffle_period=options.shuffle_period,
-                neighbor_request_timeout=answer_timeout,
+                neighbor_request_timeout=options.handshake_timeout,
             )
             return HyParView(self.me, config, rng)
-        mesh = MeshConfig(gossip_period=options.shuffle_period, connect_timeout=answer_timeout)
+        mesh = MeshConfig(
+            gossip_period=options.shuffle_period,
+            connect_timeout=ANSWER_TIMEOUT_HANDSHAKES * options.handshake_timeout,
+        )
         if kind == "client_server":
             return ClientServer(self.me, options.role, mesh, rng)
         return FullMesh(self.me, mesh, rng)
