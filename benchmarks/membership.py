@@ -2,8 +2,9 @@
 
 Run ``python benchmarks/membership.py`` (HyParView at 32, 64, 128 and 256 nodes, and
 the full-mesh baseline of 16 nodes; ten to twenty minutes) or ``--quick`` (HyParView at
-32 nodes, the baseline at 8). ``--mesh-nodes N`` sets the baseline's size. ``--sizes 64,128`` picks the HyParView sizes, ``--processes K`` the
-number of OS processes per cluster. One JSON object goes to stdout, progress to stderr.
+32 nodes, the baseline at 8). ``--mesh-nodes N`` sets the baseline's size, ``--sizes
+64,128`` the HyParView sizes, ``--processes K`` the number of OS processes per cluster.
+One JSON object goes to stdout, progress to stderr.
 
 How it runs. For each cluster the parent starts ``K`` worker processes
 (``sys.executable`` running this script with ``--worker``); each opens its share of
