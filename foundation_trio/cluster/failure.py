@@ -107,9 +107,9 @@ class FailureDetector:
         self.check_interval = max(MIN_CHECK_INTERVAL, options.heartbeat_interval / 4)
         """Seconds between two checks (and two measurements of the loop's lateness)."""
         self.suspected = 0
-        """Peers declared down by phi since the node started."""
+        """Peers declared down by phi since the links (re)started."""
         self.stalls = 0
-        """Stalls of this node's loop seen by the check timer."""
+        """Stalls of this node's loop seen by the check timer since then."""
         self.last_lag = 0.0
         """How late (seconds) the check timer ran last time."""
         self._last: dict[str, float] = {}
