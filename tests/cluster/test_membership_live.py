@@ -36,14 +36,16 @@ async def _true(value: bool) -> bool:
 async def test_32_nodes_hyparview_broadcast_and_a_quarter_crash() -> None:
     names = [f"live{i}" for i in range(NODES)]
     # One process hosts all 32 nodes, on a machine that may be busy: failure detection
-    # and shuffles at a pace one starved process keeps up with (a node silent for
-    # 2.5 s under load is not dead, and declaring it so makes the churn that starves
-    # the process further). The crashes below sever their links, so they are seen at
-    # once whatever the heartbeat settings.
+    # and shuffles at a pace one starved process keeps up with (a node silent for a
+    # few seconds under load is not dead, and declaring it so makes the churn that
+    # starves the process further): phi tolerates 5 s of silence beyond the heartbeat
+    # interval, the fixed bound is 10 s. The crashes below sever their links, so they
+    # are seen at once whatever the detector's settings.
     settings = {
         "alive_interval": 1.0,
         "heartbeat_interval": 1.0,
         "peer_down_after": 10,
+        "phi_acceptable_pause": 5.0,
         "shuffle_period": 5.0,
     }
     async with seeded(names, "hyparview", **settings) as handles:
