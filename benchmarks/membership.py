@@ -9,7 +9,7 @@ One JSON object goes to stdout, progress to stderr.
 How it runs. For each cluster the parent starts ``K`` worker processes
 (``sys.executable`` running this script with ``--worker``); each opens its share of
 the nodes in one trio loop with ``ft.open_node(name, cluster=ft.Cluster(overlay=...,
-seeds=[one address]))`` and the default timings (heartbeat 1 s, liveness broadcast
+seeds=[one address]))`` and the default timings (heartbeat 1 s, heartbeat digest
 every 2 s, shuffle every 10 s). The parent talks to each worker over its stdin and
 stdout, one JSON object per line (no pickle, no sockets). The first worker opens one
 node; then every worker opens its others at the same time, each node joining through a
@@ -37,8 +37,8 @@ For each cluster:
 ``views_full_s``, ``all_reachable_s``
     HyParView only, polled on until 30 s after formation: when every active view
     first held ``active_view_size`` neighbours, and when every node's
-    ``ft.cluster.reachable()`` first named every other node (liveness broadcasts
-    received from all). Null if not within those 30 s.
+    ``ft.cluster.reachable()`` first named every other node (a growing heartbeat
+    seen from all). Null if not within those 30 s.
 ``delivery_ms``
     ``rounds`` broadcasts, one at a time from random nodes, each waited for until
     every node has it (30 s at most). For each (node, broadcast) the time from just
@@ -47,7 +47,7 @@ For each cluster:
     broadcast's last delivery, and the deliveries missing.
 ``frames_per_node_per_s``
     At rest (``rest_s`` seconds, no user broadcast): ``gossip`` counts the frames the
-    membership drivers sent plus received (liveness broadcasts, IHAVE batches,
+    membership drivers sent plus received (heartbeat digests, IHAVE batches,
     shuffles), ``links`` every websocket frame on every channel of the links that
     lived through the whole window, heartbeats included, sent plus received.
 ``cpu_per_node_ms_per_s``
