@@ -29,7 +29,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import math
 import os
 import random
 import secrets
@@ -47,6 +46,8 @@ import trio
 
 from ..runtime.errors import ConfigError, NoNodeError
 from ..services import telemetry
+from ._checks import seconds as _seconds
+from ._checks import to_float as _to_float
 from .errors import HandshakeFailed, NotConnected
 from .handshake import PROTOCOL_VERSION
 
@@ -222,24 +223,6 @@ def _check_directory(instance: object, attribute: attrs.Attribute[Any], value: o
         )
 
 
-def _check_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and value > 0
-    )
-    if not ok:
-        raise ConfigError(
-            f"{type(instance).__name__}.{attribute.name}: expected a finite number of "
-            f"seconds greater than 0, got {value!r}"
-        )
-
-
-def _to_float(value: object) -> object:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 @attrs.frozen
 class LocalHost:
     """Nodes of one machine find each other through a directory of announcement files.
@@ -260,7 +243,7 @@ class LocalHost:
     directory: str | os.PathLike[str] | None = attrs.field(
         default=None, validator=_check_directory
     )
-    stale_after: float = attrs.field(default=15.0, converter=_to_float, validator=_check_seconds)
+    stale_after: float = attrs.field(default=15.0, converter=_to_float, validator=_seconds())
 
     def path(self, me: NodeInfo) -> Path:
         """The announcement directory of ``me``'s cluster."""
@@ -428,7 +411,7 @@ class Dns:
         default=None, converter=_to_tuple, validator=_check_nameservers
     )
     nameserver_port: int = attrs.field(default=53, validator=_check_port)
-    timeout: float = attrs.field(default=2.0, converter=_to_float, validator=_check_seconds)
+    timeout: float = attrs.field(default=2.0, converter=_to_float, validator=_seconds())
 
     def __attrs_post_init__(self) -> None:
         if self.record == "A" and self.port is None:
@@ -552,7 +535,7 @@ class Mdns:
     interfaces: tuple[str, ...] | None = attrs.field(
         default=None, converter=_to_tuple, validator=_check_interfaces
     )
-    timeout: float = attrs.field(default=1.0, converter=_to_float, validator=_check_seconds)
+    timeout: float = attrs.field(default=1.0, converter=_to_float, validator=_seconds())
     _nodes: dict[str, _MdnsNode] = attrs.field(factory=dict, init=False, repr=False)
 
     async def _node(self, me: NodeInfo) -> _MdnsNode:
@@ -728,7 +711,7 @@ class Discovery:
     strategies: tuple[Strategy, ...] = attrs.field(
         converter=_to_strategies, validator=_check_strategies
     )
-    interval: float = attrs.field(default=5.0, converter=_to_float, validator=_check_seconds)
+    interval: float = attrs.field(default=5.0, converter=_to_float, validator=_seconds())
     jitter: float = attrs.field(default=0.2, converter=_to_float, validator=_check_jitter)
     rng: random.Random | None = attrs.field(default=None, repr=False)
 

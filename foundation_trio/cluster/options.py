@@ -20,6 +20,9 @@ import attrs
 
 from .._validation import converter, structure_options
 from ..runtime.errors import ConfigError
+from ._checks import seconds as _seconds
+from ._checks import to_float as _to_float
+from ._checks import where as _where
 from .discovery import Discovery, to_discovery
 
 KIB = 1024
@@ -73,10 +76,6 @@ def format_address(host: str, port: int) -> str:
 # -- field checks: each raises ConfigError naming the field --------------------------
 
 
-def _where(instance: object, attribute: attrs.Attribute[Any]) -> str:
-    return f"{type(instance).__name__}.{attribute.name}"
-
-
 def _int_at_least(low: int) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -85,28 +84,6 @@ def _int_at_least(low: int) -> Any:
             )
 
     return check
-
-
-def _seconds(*, allow_zero: bool = False) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        ok = (
-            not isinstance(value, bool)
-            and isinstance(value, int | float)
-            and math.isfinite(value)
-            and (value >= 0 if allow_zero else value > 0)
-        )
-        if not ok:
-            bound = "0 or more" if allow_zero else "greater than 0"
-            raise ConfigError(
-                f"{_where(instance, attribute)}: expected a finite number of seconds "
-                f"{bound}, got {value!r}"
-            )
-
-    return check
-
-
-def _to_float(value: object) -> object:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
