@@ -238,6 +238,8 @@ async def test_auto_switches_to_hyparview_above_the_mesh_limit() -> None:
             return all(driver(h).kind == "hyparview" for h in handles.values())
 
         await eventually(switched, 20)
+        # One switch each, to the epoch the first node to cross the limit started.
+        assert {driver(h).epoch for h in handles.values()} == {1}
         await converged(handles)
         await broadcast_reaches_all(handles, "a0", "auto")
 
