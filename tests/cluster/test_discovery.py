@@ -474,6 +474,8 @@ async def test_open_node_auto_on_one_machine(
     async with open_nodes(["a", "b"], lambda name: ft.open_node(name, cluster="auto")) as nodes:
         # The default interval is 5 s: the second node's first round finds the first.
         await full_mesh(nodes, timeout=15)
+    # The generated cookie is the user's secret: readable by nobody else.
+    assert stat.S_IMODE(os.stat(tmp_path / "cookie").st_mode) == 0o600
 
 
 # -- mDNS, for real on loopback -----------------------------------------------------------
